@@ -1,0 +1,28 @@
+//! strata-dialects: the op sets of every level, with verifiers, folders and the
+//! naive reference evaluator.
+//!
+//! - [`func`]: `func.module`, `func.func`, `func.return`, `func.call`.
+//! - [`graph`]: the high-level tensor graph (NCHW). This starter set:
+//!   `graph.const`, `graph.add`, `graph.mul`, `graph.relu`.
+//! - [`interp`]: runs a function op by op with each op's reference `eval`;
+//!   the correctness oracle for every optimised path.
+
+pub mod func;
+pub mod graph;
+pub mod interp;
+
+use std::sync::Arc;
+use strata_ir::{Context, Registry};
+
+/// A registry with every dialect of strata.
+pub fn registry() -> Registry {
+    let mut r = Registry::new();
+    func::register(&mut r);
+    graph::register(&mut r);
+    r
+}
+
+/// A fresh context knowing every dialect.
+pub fn context() -> Context {
+    Context::new(Arc::new(registry()))
+}

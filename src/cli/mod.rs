@@ -1,0 +1,46 @@
+//! Command-line interface: `strata opt`, `strata demo`.
+
+mod demo;
+mod opt;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// strata: a multi-level deep-learning compiler.
+#[derive(Debug, Parser)]
+#[command(name = "strata", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Parse, verify, optimise and print IR (like mlir-opt).
+    Opt(opt::OptArgs),
+    /// Run the built-in demo model through the pipeline, printing every stage.
+    Demo(demo::DemoArgs),
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Parses arguments, runs the command, prints any error to stderr.
+pub fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Opt(args) => opt::run(args),
+        Command::Demo(args) => demo::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
