@@ -175,6 +175,12 @@ mod tests {
   return(%r2, %k2)
 }",
         );
-        insta::assert_snapshot!(out, @"");
+        insta::assert_snapshot!(out, @"
+        func @f(%x: tensor<2xf32>) -> (tensor<2xf32>, tensor<2xf32>) {
+          %r1 = graph.relu(%x) : (tensor<2xf32>) -> tensor<2xf32>
+          %0 = graph.const() {value = dense<[-1.5, 5.0]> : tensor<2xf32>} : () -> tensor<2xf32>
+          return(%r1, %0)
+        }
+        ");
     }
 }
