@@ -1,7 +1,7 @@
 //! Parse → verify → optimise, with every error rendered for people.
 
 use strata_ir::pass::{Instrumentation, PassError, PassManager, PassRegistry, PipelineError, RunReport};
-use strata_ir::{parse_module, verify, Context, OpId, ParseError, ParseOptions, Source, VerifyOptions};
+use strata_ir::{Context, OpId, ParseError, ParseOptions, Source, VerifyOptions, parse_module, verify};
 use strata_passes::pipelines::{OptLevel, OptLevelError};
 
 /// A failure anywhere in the driver, already rendered with context.
@@ -76,4 +76,24 @@ pub fn pass_manager<'r>(registry: &'r PassRegistry, config: &OptConfig) -> Resul
 pub fn optimize(ctx: &mut Context, module: OpId, config: &OptConfig) -> Result<RunReport, DriverError> {
     let registry = strata_passes::registry();
     Ok(pass_manager(&registry, config)?.run(ctx, module)?)
+}
+
+/// Prints `module`, parses the text into a fresh context, prints again, and
+/// checks both texts are equal. Returns the text.
+pub fn check_roundtrip(
+    ctx: &Context,
+    module: OpId,
+    print_options: &strata_ir::PrintOptions,
+    allow_unregistered: bool,
+) -> Result<String, String> {
+    let first = strata_ir::print_module(ctx, module, print_options);
+    let mut fresh = Context::new(ctx.registry_arc());
+    let source = Source::new("<roundtrip>", first.clone());
+    let reparsed = parse_module(&mut fresh, &source, &ParseOptions { allow_unregistered })
+        .map_err(|e| format!("printed IR does not parse back:\n{e}\n--- printed ---\n{first}"))?;
+    let second = strata_ir::print_module(&fresh, reparsed, print_options);
+    if first != second {
+        return Err(format!("print(parse(print(m))) != print(m)\n--- first ---\n{first}\n--- second ---\n{second}"));
+    }
+    Ok(first)
 }

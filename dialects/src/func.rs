@@ -4,7 +4,7 @@
 //! `func.func` has the custom form `func @name(%a: T) -> R { … }`. A parsed
 //! file is an implicit `func.module` holding functions.
 
-use strata_ir::{define_op, AttrData, Context, OpId, OpView, Registry, Ty, TypeData};
+use strata_ir::{AttrData, Context, OpId, OpView, Registry, Ty, TypeData, define_op};
 
 define_op! {
     /// The top level: one region whose block holds functions.
@@ -94,9 +94,7 @@ pub fn functions(ctx: &Context, module: OpId) -> Vec<FuncOp> {
 
 /// The function named `name` in `module`.
 pub fn lookup_function(ctx: &Context, module: OpId, name: &str) -> Option<FuncOp> {
-    functions(ctx, module).into_iter().find(|f| {
-        matches!(ctx.op_attr(f.0, "sym_name").map(|a| ctx.attr(a)), Some(AttrData::Str(s)) if s == name)
-    })
+    functions(ctx, module).into_iter().find(|f| sym_name(ctx, f.0) == Some(name))
 }
 
 fn enclosing(ctx: &Context, mut op: OpId, name: &str) -> Option<OpId> {
@@ -110,21 +108,29 @@ fn enclosing(ctx: &Context, mut op: OpId, name: &str) -> Option<OpId> {
 }
 
 fn verify_module(ctx: &Context, op: OpId, errs: &mut Vec<String>) {
-    let mut seen = std::collections::BTreeSet::new();
     for &child in ctx.body_ops(op) {
-        let Some(f) = FuncOp::cast(ctx, child) else {
+        if FuncOp::cast(ctx, child).is_none() {
             errs.push(format!("may only hold functions, found `{}`", ctx.op_name(child)));
-            continue;
-        };
-        if let Some(AttrData::Str(name)) = ctx.op_attr(f.0, "sym_name").map(|a| ctx.attr(a)) {
-            if !seen.insert(name.clone()) {
-                errs.push(format!("defines function @{name} twice"));
-            }
         }
     }
 }
 
+fn sym_name(ctx: &Context, op: OpId) -> Option<&str> {
+    match ctx.op_attr(op, "sym_name").map(|a| ctx.attr(a)) {
+        Some(AttrData::Str(s)) => Some(s),
+        _ => None,
+    }
+}
+
 fn verify_func(ctx: &Context, op: OpId, errs: &mut Vec<String>) {
+    if let (Some(name), Some(block)) = (sym_name(ctx, op), ctx.op(op).parent) {
+        let first =
+            ctx.block(block).ops.iter().find(|&&o| FuncOp::cast(ctx, o).is_some() && sym_name(ctx, o) == Some(name));
+        if let Some(&first) = first.filter(|&&f| f != op) {
+            let at = ctx.op(first).loc;
+            errs.push(format!("redefines function @{name} (first defined at line {})", at.line));
+        }
+    }
     let Some(AttrData::Type(t)) = ctx.op_attr(op, "function_type").map(|a| ctx.attr(a)) else {
         return;
     };
@@ -153,7 +159,9 @@ fn verify_return(ctx: &Context, op: OpId, errs: &mut Vec<String>) {
     let Some(AttrData::Type(t)) = ctx.op_attr(func.0, "function_type").map(|a| ctx.attr(a)) else {
         return;
     };
-    let Some(fty) = ctx.ty(*t).as_func() else { return };
+    let Some(fty) = ctx.ty(*t).as_func() else {
+        return;
+    };
     let operands = &ctx.op(op).operands;
     if operands.len() != fty.results.len() {
         errs.push(format!("returns {} values but the function returns {}", operands.len(), fty.results.len()));

@@ -6,7 +6,7 @@
 //! checked against its declared type (element type and fixed dimensions), so a
 //! wrong shape inference or a wrong `eval` is caught where it happens.
 
-use crate::func::{lookup_function, CallOp, FuncOp, ModuleOp, ReturnOp};
+use crate::func::{CallOp, FuncOp, ModuleOp, ReturnOp, lookup_function};
 use std::collections::HashMap;
 use strata_ir::{Context, Dim, OpId, OpTraits, OpView, TensorData, Ty, TypeData, ValueId};
 
@@ -52,7 +52,9 @@ pub fn check_tensor(ctx: &Context, ty: Ty, t: &TensorData, syms: &mut HashMap<St
     }
     for (d, &n) in tt.shape.iter().zip(t.shape()) {
         match d {
-            Dim::Fixed(k) if *k != n as u64 => return Err(format!("expected {want}, got shape {:?}", t.shape())),
+            Dim::Fixed(k) if *k != n as u64 => {
+                return Err(format!("expected {want}, got shape {:?}", t.shape()));
+            }
             Dim::Sym(s) => {
                 let bound = *syms.entry(ctx.str(*s).to_string()).or_insert(n);
                 if bound != n {
@@ -72,7 +74,12 @@ pub fn run(ctx: &Context, module: OpId, name: &str, inputs: &[TensorData]) -> Re
 }
 
 /// Runs `func` on `inputs`.
-pub fn run_function(ctx: &Context, func: FuncOp, inputs: &[TensorData], depth: usize) -> Result<Vec<TensorData>, EvalError> {
+pub fn run_function(
+    ctx: &Context,
+    func: FuncOp,
+    inputs: &[TensorData],
+    depth: usize,
+) -> Result<Vec<TensorData>, EvalError> {
     let fname = func.name(ctx).to_string();
     let input_err = |message: String| EvalError::Inputs { func: fname.clone(), message };
     if depth > MAX_CALL_DEPTH {
@@ -91,12 +98,8 @@ pub fn run_function(ctx: &Context, func: FuncOp, inputs: &[TensorData], depth: u
     }
     let module = ctx.parent_op(func.0).filter(|&m| ModuleOp::cast(ctx, m).is_some());
     for (index, &op) in ctx.block(body).ops.iter().enumerate() {
-        let op_err = |message: String| EvalError::Op {
-            func: fname.clone(),
-            op: ctx.op_name(op).to_string(),
-            index,
-            message,
-        };
+        let op_err =
+            |message: String| EvalError::Op { func: fname.clone(), op: ctx.op_name(op).to_string(), index, message };
         let data = ctx.op(op);
         let operands: Vec<TensorData> = data
             .operands
@@ -114,7 +117,7 @@ pub fn run_function(ctx: &Context, func: FuncOp, inputs: &[TensorData], depth: u
             run_function(ctx, target, &operands, depth + 1).map_err(|e| op_err(e.to_string()))?
         } else {
             let def = ctx.op_def(op).ok_or_else(|| op_err("unregistered op cannot be evaluated".into()))?;
-            if !def.regions.eq(&0) && !def.traits.contains(OpTraits::CONSTANT_LIKE) {
+            if def.regions != 0 && !def.traits.contains(OpTraits::CONSTANT_LIKE) {
                 return Err(op_err("ops with regions have no reference evaluation yet".into()));
             }
             let eval = def.eval.ok_or_else(|| op_err("has no reference evaluator".into()))?;

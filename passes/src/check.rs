@@ -69,7 +69,8 @@ pub fn numeric_checker(seed: u64) -> Checker {
         for f in functions(before, bm) {
             let name = f.name(before).to_string();
             let inputs = random_inputs(before, bm, &name, seed)?;
-            let expected = interp::run(before, bm, &name, &inputs).map_err(|e| format!("reference run before the pass: {e}"))?;
+            let expected =
+                interp::run(before, bm, &name, &inputs).map_err(|e| format!("reference run before the pass: {e}"))?;
             let actual = interp::run(after, am, &name, &inputs).map_err(|e| format!("run after the pass: {e}"))?;
             compare(&expected, &actual).map_err(|e| format!("@{name}: {e}"))?;
         }

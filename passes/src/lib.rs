@@ -28,7 +28,7 @@ pub(crate) mod testing {
     //! Helpers for pass unit tests: parse, run a pipeline with verification, print.
 
     use strata_ir::pass::PassManager;
-    use strata_ir::{parse_module, print_module, verify, ParseOptions, PrintOptions, Source, VerifyOptions};
+    use strata_ir::{ParseOptions, PrintOptions, Source, VerifyOptions, parse_module, print_module, verify};
 
     /// Parses `src`, runs `pipeline` with verify-each, returns the printed result.
     pub fn run(pipeline: &str, src: &str) -> String {

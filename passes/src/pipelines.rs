@@ -16,7 +16,9 @@ pub struct OptLevel(i32);
 
 /// An opt level outside `-3..=3`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("opt level {0} is out of range; valid levels are -3..=3 (negative: same level, with every pass checked numerically)")]
+#[error(
+    "opt level {0} is out of range; valid levels are -3..=3 (negative: same level, with every pass checked numerically)"
+)]
 pub struct OptLevelError(pub i64);
 
 impl OptLevel {

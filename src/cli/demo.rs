@@ -2,9 +2,9 @@
 
 use anyhow::{Context as _, Result};
 use clap::Args;
-use strata::driver::{parse_and_verify, pass_manager, OptConfig};
+use strata::driver::{OptConfig, parse_and_verify, pass_manager};
 use strata::ir::pass::Instrumentation;
-use strata::ir::{print_module, PrintOptions, Source};
+use strata::ir::{PrintOptions, Source, print_module};
 use strata::passes::check::{compare, random_inputs};
 use strata::passes::pipelines::OptLevel;
 

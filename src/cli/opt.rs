@@ -1,11 +1,11 @@
 //! `strata opt`: the mlir-opt of strata.
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use std::io::{Read, Write};
-use strata::driver::{optimize, parse_and_verify, OptConfig};
+use strata::driver::{OptConfig, optimize, parse_and_verify};
 use strata::ir::pass::Instrumentation;
-use strata::ir::{print_module, PrintOptions, Source};
+use strata::ir::{PrintOptions, Source, print_module};
 use strata::passes::pipelines::OptLevel;
 
 #[derive(Debug, Args)]

@@ -139,7 +139,6 @@ impl<T: Clone + Eq + Hash> Interner<T> {
         self.items.push(item);
         i
     }
-
 }
 
 impl Interner<String> {

@@ -1,8 +1,8 @@
 //! Diagnostics: errors attached to ops and locations, rendered with the source
 //! line and a caret when the source text is at hand.
 
-use crate::context::{Context, Loc};
 use crate::OpId;
+use crate::context::{Context, Loc};
 use std::fmt::Write as _;
 
 /// A named source text, for rendering diagnostics with the offending line.
@@ -28,22 +28,12 @@ impl Source {
 
 /// Renders `file:line:col: error: message`, then the source line and a caret
 /// under column `col` spanning `width` characters.
-pub fn render_at(
-    name: &str,
-    source_line: Option<&str>,
-    line: u32,
-    col: u32,
-    width: usize,
-    message: &str,
-) -> String {
+pub fn render_at(name: &str, source_line: Option<&str>, line: u32, col: u32, width: usize, message: &str) -> String {
     let mut s = format!("{name}:{line}:{col}: error: {message}");
     if let Some(text) = source_line {
         let _ = write!(s, "\n  {text}\n  ");
-        let pad: String = text
-            .chars()
-            .take(col.saturating_sub(1) as usize)
-            .map(|c| if c == '\t' { '\t' } else { ' ' })
-            .collect();
+        let pad: String =
+            text.chars().take(col.saturating_sub(1) as usize).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
         let _ = write!(s, "{pad}{}", "^".repeat(width.max(1)));
     }
     s

@@ -31,13 +31,13 @@ pub use attrs::{AttrData, AttrKind, DenseAttr, DenseStorage, FloatBits};
 pub use context::{BlockData, Context, Loc, OpData, RegionData, Use, ValueData, ValueDef};
 pub use diag::{Diagnostic, Source};
 pub use entity::{Attr, BlockId, OpId, RegionId, Sym, Ty, ValueId};
-pub use parse::{parse_attr_str, parse_module, parse_type_str, ParseError, ParseOptions};
-pub use print::{attr_to_string, print_module, print_op, type_to_string, PrintOptions};
+pub use parse::{ParseError, ParseOptions, parse_attr_str, parse_module, parse_type_str};
+pub use print::{PrintOptions, attr_to_string, print_module, print_op, type_to_string};
 pub use registry::{
-    Arity, AttrSpec, CustomSyntax, EvalFn, FoldFn, FoldResult, OpDef, OpTraits, OpView, Registry,
-    RegistryError, VerifyFn,
+    Arity, AttrSpec, CustomSyntax, EvalFn, FoldFn, FoldResult, OpDef, OpTraits, OpView, Registry, RegistryError,
+    VerifyFn,
 };
 pub use rewriter::{InsertPoint, OpBuild, Rewriter};
 pub use tensor::{TensorData, TensorError};
 pub use types::{BufferType, Dim, ElemType, FuncType, Layout, QScale, TensorType, TypeData};
-pub use verify::{verify, VerifyOptions};
+pub use verify::{VerifyOptions, verify};

@@ -327,13 +327,8 @@ impl<'a> Printer<'a> {
     /// Writes `{k = v, …}` for the op's attributes except `skip`.
     pub fn print_attr_dict(&mut self, op: OpId, skip: &[&str]) {
         let ctx = self.ctx;
-        let attrs: Vec<(&str, Attr)> = ctx
-            .op(op)
-            .attrs
-            .iter()
-            .map(|&(k, a)| (ctx.str(k), a))
-            .filter(|(k, _)| !skip.contains(k))
-            .collect();
+        let attrs: Vec<(&str, Attr)> =
+            ctx.op(op).attrs.iter().map(|&(k, a)| (ctx.str(k), a)).filter(|(k, _)| !skip.contains(k)).collect();
         self.out.push('{');
         for (i, (k, a)) in attrs.into_iter().enumerate() {
             if i > 0 {

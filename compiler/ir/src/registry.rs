@@ -207,10 +207,10 @@ impl Registry {
         if self.ops.contains_key(def.name) {
             return Err(RegistryError::Duplicate(def.name.to_string()));
         }
-        if let Some(syntax) = def.syntax {
-            if self.keywords.insert(syntax.keyword, def.name).is_some() {
-                return Err(RegistryError::DuplicateKeyword(syntax.keyword.to_string()));
-            }
+        if let Some(syntax) = def.syntax
+            && self.keywords.insert(syntax.keyword, def.name).is_some()
+        {
+            return Err(RegistryError::DuplicateKeyword(syntax.keyword.to_string()));
         }
         self.ops.insert(def.name, def);
         Ok(())

@@ -145,11 +145,7 @@ impl<'c> Rewriter<'c> {
     pub fn append_block(&mut self, region: RegionId) -> BlockId {
         let id = BlockId::from_index(self.ctx.blocks.len());
         self.ctx.blocks.push(Some(BlockData { args: Vec::new(), ops: Vec::new(), parent: Some(region) }));
-        self.ctx.regions[region.index()]
-            .as_mut()
-            .expect("invariant: region handle is live")
-            .blocks
-            .push(id);
+        self.ctx.regions[region.index()].as_mut().expect("invariant: region handle is live").blocks.push(id);
         self.changed = true;
         id
     }
@@ -196,8 +192,7 @@ impl<'c> Rewriter<'c> {
             self.append_block(r);
         }
         for &r in &build.adopt_regions {
-            let region =
-                self.ctx.regions[r.index()].as_mut().expect("invariant: region handle is live");
+            let region = self.ctx.regions[r.index()].as_mut().expect("invariant: region handle is live");
             assert!(region.parent.is_none(), "invariant: adopted region is detached");
             region.parent = Some(op);
             self.op_mut(op).regions.push(r);
@@ -222,12 +217,7 @@ impl<'c> Rewriter<'c> {
     }
 
     fn position(&self, block: BlockId, op: OpId) -> usize {
-        self.ctx
-            .block(block)
-            .ops
-            .iter()
-            .position(|&o| o == op)
-            .expect("invariant: op is listed in its parent block")
+        self.ctx.block(block).ops.iter().position(|&o| o == op).expect("invariant: op is listed in its parent block")
     }
 
     /// Moves `op` (with its regions) to `at`.
@@ -350,10 +340,10 @@ impl<'c> Rewriter<'c> {
                 val.uses.retain(|x| *x != u);
             }
         }
-        if let Some(b) = data.parent {
-            if let Some(Some(block)) = self.ctx.blocks.get_mut(b.index()) {
-                block.ops.retain(|&o| o != op);
-            }
+        if let Some(b) = data.parent
+            && let Some(Some(block)) = self.ctx.blocks.get_mut(b.index())
+        {
+            block.ops.retain(|&o| o != op);
         }
         for &r in &data.results {
             self.ctx.values[r.index()] = None;

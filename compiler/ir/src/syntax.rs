@@ -74,7 +74,7 @@ fn parse_function(p: &mut Parser<'_>, op_name: &'static str, loc: Loc) -> Result
     let args = p.parse_arg_list()?;
     let mut results = Vec::new();
     if p.peek()? == &crate::parse::lexer::Token::Arrow {
-        p.next()?;
+        p.bump()?;
         results = p.parse_result_types()?;
     }
     let mut attrs = Vec::new();
@@ -90,11 +90,7 @@ fn parse_function(p: &mut Parser<'_>, op_name: &'static str, loc: Loc) -> Result
     let fty = ctx.intern_type(TypeData::Func(FuncType { inputs, results }));
     let fty = ctx.intern_attr(AttrData::Type(fty));
     let sym = ctx.intern_attr(AttrData::Str(name));
-    let mut build = OpBuild::new(op_name)
-        .attr("sym_name", sym)
-        .attr("function_type", fty)
-        .regions(1)
-        .loc(loc);
+    let mut build = OpBuild::new(op_name).attr("sym_name", sym).attr("function_type", fty).regions(1).loc(loc);
     build.attrs.extend(attrs);
     let op = p.create_op(build);
     p.parse_body(op, 0, args, true)?;

@@ -44,21 +44,11 @@ pub fn num_elements(shape: &[usize]) -> Option<usize> {
 
 impl TensorData {
     /// Wraps `bytes`, checking that their length fits the shape.
-    pub fn from_bytes(
-        elem: ElemType,
-        shape: Vec<usize>,
-        bytes: Arc<[u8]>,
-    ) -> Result<Self, TensorError> {
+    pub fn from_bytes(elem: ElemType, shape: Vec<usize>, bytes: Arc<[u8]>) -> Result<Self, TensorError> {
         let n = num_elements(&shape).ok_or_else(|| TensorError::TooLarge(shape.clone()))?;
-        let expected =
-            n.checked_mul(elem.size_bytes()).ok_or_else(|| TensorError::TooLarge(shape.clone()))?;
+        let expected = n.checked_mul(elem.size_bytes()).ok_or_else(|| TensorError::TooLarge(shape.clone()))?;
         if bytes.len() != expected {
-            return Err(TensorError::ByteLength {
-                elem: elem.to_string(),
-                shape,
-                expected,
-                actual: bytes.len(),
-            });
+            return Err(TensorError::ByteLength { elem: elem.to_string(), shape, expected, actual: bytes.len() });
         }
         Ok(TensorData { elem, shape, bytes })
     }
@@ -66,8 +56,7 @@ impl TensorData {
     /// A tensor of zeros.
     pub fn zeros(elem: ElemType, shape: Vec<usize>) -> Result<Self, TensorError> {
         let n = num_elements(&shape).ok_or_else(|| TensorError::TooLarge(shape.clone()))?;
-        let len =
-            n.checked_mul(elem.size_bytes()).ok_or_else(|| TensorError::TooLarge(shape.clone()))?;
+        let len = n.checked_mul(elem.size_bytes()).ok_or_else(|| TensorError::TooLarge(shape.clone()))?;
         TensorData::from_bytes(elem, shape, vec![0u8; len].into())
     }
 
@@ -120,9 +109,7 @@ impl TensorData {
             ElemType::U8 | ElemType::QU8(..) | ElemType::Bool => b[0] as f64,
             ElemType::I16 => i16::from_le_bytes(b.try_into().expect("2 bytes")) as f64,
             ElemType::U16 => u16::from_le_bytes(b.try_into().expect("2 bytes")) as f64,
-            ElemType::I32 | ElemType::QS32(_) => {
-                i32::from_le_bytes(b.try_into().expect("4 bytes")) as f64
-            }
+            ElemType::I32 | ElemType::QS32(_) => i32::from_le_bytes(b.try_into().expect("4 bytes")) as f64,
             ElemType::I64 => i64::from_le_bytes(b.try_into().expect("8 bytes")) as f64,
         }
     }
@@ -199,13 +186,7 @@ impl TensorData {
 
     /// A tensor of `elem` and `shape` filled with uniform random values in
     /// `[lo, hi)` from a seeded generator (reproducible across runs and platforms).
-    pub fn random_uniform(
-        elem: ElemType,
-        shape: Vec<usize>,
-        lo: f64,
-        hi: f64,
-        seed: u64,
-    ) -> Result<Self, TensorError> {
+    pub fn random_uniform(elem: ElemType, shape: Vec<usize>, lo: f64, hi: f64, seed: u64) -> Result<Self, TensorError> {
         let n = num_elements(&shape).ok_or_else(|| TensorError::TooLarge(shape.clone()))?;
         let mut rng = SplitMix64(seed);
         let values: Vec<f64> = (0..n)

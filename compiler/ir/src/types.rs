@@ -201,9 +201,7 @@ impl Layout {
         match self {
             Layout::Nchw | Layout::Nhwc => None,
             Layout::Nchw88 => Some(8),
-            Layout::Nchw44 | Layout::Nchw44Dot | Layout::Nchw4 | Layout::Chwn4 | Layout::Nhwcd4 => {
-                Some(4)
-            }
+            Layout::Nchw44 | Layout::Nchw44Dot | Layout::Nchw4 | Layout::Chwn4 | Layout::Nhwcd4 => Some(4),
             Layout::Nchw32 => Some(32),
             Layout::Nchw64 => Some(64),
         }

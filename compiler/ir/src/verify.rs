@@ -130,10 +130,9 @@ impl Verifier<'_> {
             for spec in def.attrs {
                 match ctx.op_attr(op, spec.name) {
                     None if spec.required => self.err(op, format!("requires attribute `{}`", spec.name)),
-                    Some(a) if !attr_has_kind(ctx, a, spec.kind) => self.err(
-                        op,
-                        format!("attribute `{}` must be {}", spec.name, spec.kind.describe()),
-                    ),
+                    Some(a) if !attr_has_kind(ctx, a, spec.kind) => {
+                        self.err(op, format!("attribute `{}` must be {}", spec.name, spec.kind.describe()))
+                    }
                     _ => {}
                 }
             }

@@ -20,8 +20,9 @@ pub enum UnaryKind {
     Relu,
 }
 
-/// The numpy broadcast of two shapes (right-aligned; a `1` stretches).
-pub fn broadcast_shapes(a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>, String> {
+/// The numpy broadcast of two shapes (right-aligned; a `1` stretches). On
+/// failure, the axis of the result (counted from the left) that does not match.
+pub fn broadcast_shapes(a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>, usize> {
     let rank = a.len().max(b.len());
     let mut out = Vec::with_capacity(rank);
     for i in 0..rank {
@@ -31,7 +32,7 @@ pub fn broadcast_shapes(a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>, String> {
             (x, y) if x == y => x,
             (Dim::Fixed(1), y) => y,
             (x, Dim::Fixed(1)) => x,
-            (x, y) => return Err(format!("cannot broadcast dimension {x:?} with {y:?}")),
+            _ => return Err(i),
         });
     }
     Ok(out)
@@ -67,7 +68,8 @@ pub fn eval_binary(kind: BinaryKind, a: &TensorData, b: &TensorData) -> Result<T
     if elem.is_quantized() || elem == ElemType::Bool {
         return Err(format!("{kind:?} on {elem} is not supported by the reference evaluator"));
     }
-    let shape = broadcast_shapes(&fixed(a.shape()), &fixed(b.shape()))?;
+    let shape = broadcast_shapes(&fixed(a.shape()), &fixed(b.shape()))
+        .map_err(|_| format!("shapes {:?} and {:?} do not broadcast", a.shape(), b.shape()))?;
     let shape: Vec<usize> = shape.iter().map(|d| d.fixed().unwrap_or(0) as usize).collect();
     let (sa, sb) = (broadcast_strides(a.shape(), &shape), broadcast_strides(b.shape(), &shape));
     let n: usize = shape.iter().product();

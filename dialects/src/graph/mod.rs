@@ -7,11 +7,9 @@
 
 mod eval;
 
-pub use eval::{broadcast_shapes, eval_binary, eval_unary, BinaryKind, UnaryKind};
+pub use eval::{BinaryKind, UnaryKind, broadcast_shapes, eval_binary, eval_unary};
 
-use strata_ir::{
-    define_op, Context, DenseStorage, Dim, FoldResult, OpId, OpView, Registry, TensorData,
-};
+use strata_ir::{Context, DenseStorage, Dim, FoldResult, OpId, OpView, Registry, TensorData, define_op};
 
 define_op! {
     /// A constant tensor held in the `value` attribute.
@@ -80,7 +78,12 @@ pub fn register(r: &mut Registry) {
     r.set_constant_op("graph", ConstOp::NAME);
 }
 
-fn tensor_of<'c>(ctx: &'c Context, v: strata_ir::ValueId, what: &str, errs: &mut Vec<String>) -> Option<&'c strata_ir::TensorType> {
+fn tensor_of<'c>(
+    ctx: &'c Context,
+    v: strata_ir::ValueId,
+    what: &str,
+    errs: &mut Vec<String>,
+) -> Option<&'c strata_ir::TensorType> {
     let t = ctx.value_tensor(v);
     if t.is_none() {
         errs.push(format!("{what} must be a tensor, is {}", strata_ir::type_to_string(ctx, ctx.value_type(v))));
@@ -127,7 +130,11 @@ fn verify_binary(ctx: &Context, op: OpId, errs: &mut Vec<String>) {
             show_shape(ctx, &out.shape),
             show_shape(ctx, &shape)
         )),
-        Err(e) => errs.push(e),
+        Err(axis) => errs.push(format!(
+            "operand shapes {} and {} do not broadcast (axis {axis} of the result)",
+            show_shape(ctx, &a.shape),
+            show_shape(ctx, &b.shape)
+        )),
     }
 }
 
@@ -219,6 +226,8 @@ fn eval_mul(_ctx: &Context, _op: OpId, inputs: &[TensorData]) -> Result<Vec<Tens
 }
 
 fn eval_relu(_ctx: &Context, _op: OpId, inputs: &[TensorData]) -> Result<Vec<TensorData>, String> {
-    let [x] = inputs else { return Err(format!("expected 1 input, got {}", inputs.len())) };
+    let [x] = inputs else {
+        return Err(format!("expected 1 input, got {}", inputs.len()));
+    };
     Ok(vec![eval_unary(UnaryKind::Relu, x)?])
 }

@@ -22,8 +22,7 @@
 use super::is_trivially_dead;
 use strata_ir::pass::{Changed, OptionKind, OptionSpec, Pass, PassError, PassInfo, PassOptions, PassStats};
 use strata_ir::{
-    AttrData, Context, DenseAttr, DenseStorage, FoldResult, InsertPoint, OpBuild, OpId, OpTraits, Rewriter,
-    TensorData,
+    AttrData, Context, DenseAttr, DenseStorage, FoldResult, InsertPoint, OpBuild, OpId, OpTraits, Rewriter, TensorData,
 };
 
 /// The pass.
@@ -47,7 +46,10 @@ pub const INFO: PassInfo = PassInfo {
         },
     ],
     create: |o: &PassOptions| {
-        Ok(Box::new(Canonicalize { max_iters: o.int("max-iters").max(1), max_fold_elements: o.int("max-fold-elements") }))
+        Ok(Box::new(Canonicalize {
+            max_iters: o.int("max-iters").max(1),
+            max_fold_elements: o.int("max-fold-elements"),
+        }))
     },
 };
 
@@ -71,10 +73,8 @@ impl Pass for Canonicalize {
                     continue;
                 }
                 if let Some(results) = self.fold(rw.ctx(), op) {
-                    apply_fold(&mut rw, op, results).map_err(|message| PassError::Failed {
-                        pass: "canonicalize".into(),
-                        message,
-                    })?;
+                    apply_fold(&mut rw, op, results)
+                        .map_err(|message| PassError::Failed { pass: "canonicalize".into(), message })?;
                     stats.add("ops-folded", 1);
                     any = true;
                 }
@@ -93,10 +93,8 @@ impl Canonicalize {
         if def.traits.contains(OpTraits::CONSTANT_LIKE) {
             return None;
         }
-        if let Some(fold) = def.fold {
-            if let Some(r) = fold(ctx, op) {
-                return Some(r);
-            }
+        if let Some(r) = def.fold.and_then(|fold| fold(ctx, op)) {
+            return Some(r);
         }
         let data = ctx.op(op);
         let eval = def.eval?;

@@ -156,9 +156,7 @@ impl<'s> Lexer<'s> {
                 self.pos += 2;
                 Token::Arrow
             }
-            b'-' if self.src[self.pos + 1..].starts_with("inf")
-                && !self.peek_byte(4).is_some_and(is_name_char) =>
-            {
+            b'-' if self.src[self.pos + 1..].starts_with("inf") && !self.peek_byte(4).is_some_and(is_name_char) => {
                 self.pos += 4;
                 Token::Float(&self.src[start..self.pos])
             }

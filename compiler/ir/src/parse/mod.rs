@@ -11,7 +11,7 @@ pub mod lexer;
 
 use crate::attrs::{AttrData, DenseAttr, DenseStorage, FloatBits};
 use crate::context::{Context, Loc};
-use crate::diag::{render_at, Source};
+use crate::diag::{Source, render_at};
 use crate::registry::OpTraits;
 use crate::rewriter::{InsertPoint, OpBuild, Rewriter};
 use crate::tensor::TensorData;
@@ -74,8 +74,10 @@ pub fn parse_module(ctx: &mut Context, source: &Source, opts: &ParseOptions) -> 
     let module_name = p.rw.ctx().registry().module_op;
     let module = p.rw.create(OpBuild::new(module_name).regions(1), InsertPoint::Detached);
     let body = p.rw.ctx().body(module, 0).expect("invariant: module has a body");
+    let start = p.loc_at(0);
+    p.rw.set_loc(module, start);
     if p.peek()? == &Token::Ident("module") {
-        let span = p.next()?.1;
+        let span = p.bump()?.1;
         p.rw.set_loc(module, p.loc_at(span.start));
         p.expect_keyword("attributes")?;
         for (k, a) in p.parse_attr_dict()? {
@@ -181,7 +183,7 @@ impl<'a> Parser<'a> {
     }
 
     /// Consumes the next token.
-    pub fn next(&mut self) -> PResult<(Token<'a>, Span)> {
+    pub fn bump(&mut self) -> PResult<(Token<'a>, Span)> {
         self.peek()?;
         Ok(self.peeked.take().expect("invariant: just peeked"))
     }
@@ -192,14 +194,14 @@ impl<'a> Parser<'a> {
 
     /// Consumes punctuation `c` or fails.
     pub fn expect_punct(&mut self, c: char) -> PResult<Span> {
-        let (tok, span) = self.next()?;
+        let (tok, span) = self.bump()?;
         if tok == Token::Punct(c) { Ok(span) } else { Err(self.unexpected(&tok, span, &format!("`{c}`"))) }
     }
 
     /// Consumes punctuation `c` if it is next.
     pub fn eat_punct(&mut self, c: char) -> PResult<bool> {
         if self.peek()? == &Token::Punct(c) {
-            self.next()?;
+            self.bump()?;
             return Ok(true);
         }
         Ok(false)
@@ -207,14 +209,14 @@ impl<'a> Parser<'a> {
 
     /// Consumes keyword `kw` or fails.
     pub fn expect_keyword(&mut self, kw: &str) -> PResult<()> {
-        let (tok, span) = self.next()?;
+        let (tok, span) = self.bump()?;
         if tok == Token::Ident(kw) { Ok(()) } else { Err(self.unexpected(&tok, span, &format!("`{kw}`"))) }
     }
 
     /// Consumes keyword `kw` if it is next.
     pub fn eat_keyword(&mut self, kw: &str) -> PResult<bool> {
         if self.peek()? == &Token::Ident(kw) {
-            self.next()?;
+            self.bump()?;
             return Ok(true);
         }
         Ok(false)
@@ -222,18 +224,18 @@ impl<'a> Parser<'a> {
 
     /// Consumes `->` or fails.
     pub fn expect_arrow(&mut self) -> PResult<()> {
-        let (tok, span) = self.next()?;
+        let (tok, span) = self.bump()?;
         if tok == Token::Arrow { Ok(()) } else { Err(self.unexpected(&tok, span, "`->`")) }
     }
 
     fn expect_eof(&mut self) -> PResult<()> {
-        let (tok, span) = self.next()?;
+        let (tok, span) = self.bump()?;
         if tok == Token::Eof { Ok(()) } else { Err(self.unexpected(&tok, span, "end of input")) }
     }
 
     /// Consumes a symbol name `@name`.
     pub fn parse_symbol(&mut self) -> PResult<String> {
-        match self.next()? {
+        match self.bump()? {
             (Token::Symbol(s), _) => Ok(s),
             (tok, span) => Err(self.unexpected(&tok, span, "a symbol name (`@name`)")),
         }
@@ -318,28 +320,28 @@ impl<'a> Parser<'a> {
     fn parse_op_inner(&mut self, start: Span) -> PResult<OpId> {
         let mut result_names = Vec::new();
         while let Token::Value(name) = *self.peek()? {
-            let span = self.next()?.1;
+            let span = self.bump()?.1;
             result_names.push((name, span));
             if !self.eat_punct(',')? {
                 self.expect_punct('=')?;
                 break;
             }
         }
-        let (tok, name_span) = self.next()?;
+        let (tok, name_span) = self.bump()?;
         let Token::Ident(name) = tok else {
             return Err(self.unexpected(&tok, name_span, "an operation"));
         };
         let loc = self.loc_at(start.start);
-        if !name.contains('.') {
-            if let Some(def) = self.rw.ctx().registry().keyword(name).copied() {
-                if let Some(&(_, span)) = result_names.first() {
-                    return Err(self.error_at(span, format!("`{name}` defines no results")));
-                }
-                let syntax = def.syntax.expect("invariant: keyword ops have custom syntax");
-                let op = (syntax.parse)(self, def.name, loc)?;
-                self.parse_trailing_loc(op)?;
-                return Ok(op);
+        if !name.contains('.')
+            && let Some(def) = self.rw.ctx().registry().keyword(name).copied()
+        {
+            if let Some(&(_, span)) = result_names.first() {
+                return Err(self.error_at(span, format!("`{name}` defines no results")));
             }
+            let syntax = def.syntax.expect("invariant: keyword ops have custom syntax");
+            let op = (syntax.parse)(self, def.name, loc)?;
+            self.parse_trailing_loc(op)?;
+            return Ok(op);
         }
         let full_name = if name.contains('.') {
             name.to_string()
@@ -359,7 +361,7 @@ impl<'a> Parser<'a> {
         let mut operand_spans = Vec::new();
         if !self.eat_punct(')')? {
             loop {
-                let (tok, span) = self.next()?;
+                let (tok, span) = self.bump()?;
                 let Token::Value(v) = tok else {
                     return Err(self.unexpected(&tok, span, "an operand (`%name`)"));
                 };
@@ -398,7 +400,11 @@ impl<'a> Parser<'a> {
             if f.inputs.len() != operands.len() {
                 return Err(self.error_at(
                     sig_span,
-                    format!("signature lists {} operand types but the op has {} operands", f.inputs.len(), operands.len()),
+                    format!(
+                        "signature lists {} operand types but the op has {} operands",
+                        f.inputs.len(),
+                        operands.len()
+                    ),
                 ));
             }
             for (i, (&v, &t)) in operands.iter().zip(&f.inputs).enumerate() {
@@ -422,15 +428,7 @@ impl<'a> Parser<'a> {
                 format!("{} result names for {} result types", result_names.len(), result_types.len()),
             ));
         }
-        let build = OpBuild {
-            name: full_name,
-            operands,
-            result_types,
-            attrs,
-            regions: 0,
-            loc,
-            adopt_regions: regions,
-        };
+        let build = OpBuild { name: full_name, operands, result_types, attrs, regions: 0, loc, adopt_regions: regions };
         let op = self.create_op(build);
         self.parse_trailing_loc(op)?;
         let results = self.rw.ctx().op(op).results.clone();
@@ -444,18 +442,18 @@ impl<'a> Parser<'a> {
         if self.peek()? != &Token::Ident("loc") {
             return Ok(());
         }
-        self.next()?;
+        self.bump()?;
         self.expect_punct('(')?;
         let mut loc = Loc::UNKNOWN;
         if let Token::Str(_) = self.peek()? {
-            let (Token::Str(first), _) = self.next()? else { unreachable!("peeked a string") };
+            let (Token::Str(first), _) = self.bump()? else { unreachable!("peeked a string") };
             if self.eat_punct(':')? {
                 loc.file = Some(self.rw.ctx_mut().sym(&first));
                 loc.line = self.parse_u32()?;
                 self.expect_punct(':')?;
                 loc.col = self.parse_u32()?;
                 if let Token::Str(_) = self.peek()? {
-                    let (Token::Str(name), _) = self.next()? else { unreachable!("peeked a string") };
+                    let (Token::Str(name), _) = self.bump()? else { unreachable!("peeked a string") };
                     loc.name = Some(self.rw.ctx_mut().sym(&name));
                 }
             } else {
@@ -468,7 +466,7 @@ impl<'a> Parser<'a> {
     }
 
     fn parse_u32(&mut self) -> PResult<u32> {
-        let (tok, span) = self.next()?;
+        let (tok, span) = self.bump()?;
         match tok {
             Token::Int(s) => s.parse().map_err(|_| self.error_at(span, format!("`{s}` is not a valid u32"))),
             other => Err(self.unexpected(&other, span, "an integer")),
@@ -482,7 +480,7 @@ impl<'a> Parser<'a> {
         let (region, block) = self.rw.create_detached_region();
         self.push_frame(isolated);
         if let Token::Block(_) = self.peek()? {
-            self.next()?;
+            self.bump()?;
             let args = self.parse_arg_list()?;
             self.expect_punct(':')?;
             for (name, ty, span) in args {
@@ -490,18 +488,18 @@ impl<'a> Parser<'a> {
                 self.define_value(&name, v, span)?;
             }
         }
-        self.parse_block_ops(block)?;
+        self.parse_block_ops(block, open)?;
         self.pop_frame(isolated);
         self.leave();
         Ok(region)
     }
 
-    fn parse_block_ops(&mut self, block: BlockId) -> PResult<()> {
+    fn parse_block_ops(&mut self, block: BlockId, open: Span) -> PResult<()> {
         self.blocks.push(block);
         loop {
             match self.peek()? {
                 Token::Punct('}') => {
-                    self.next()?;
+                    self.bump()?;
                     break;
                 }
                 Token::Block(_) => {
@@ -509,8 +507,7 @@ impl<'a> Parser<'a> {
                     return Err(self.error_at(span, "regions with more than one block are not supported"));
                 }
                 Token::Eof => {
-                    let span = self.peek_span()?;
-                    return Err(self.error_at(span, "expected `}` to close the region"));
+                    return Err(self.error_at(open, "this `{` is never closed"));
                 }
                 _ => {
                     self.parse_op()?;
@@ -529,7 +526,7 @@ impl<'a> Parser<'a> {
             return Ok(args);
         }
         loop {
-            let (tok, span) = self.next()?;
+            let (tok, span) = self.bump()?;
             let Token::Value(name) = tok else {
                 return Err(self.unexpected(&tok, span, "an argument (`%name: type`)"));
             };
@@ -545,13 +542,7 @@ impl<'a> Parser<'a> {
 
     /// Adds `args` to the entry block of region `index` of `op` and parses the
     /// `{ ops }` body into it. `isolated` hides outer values.
-    pub fn parse_body(
-        &mut self,
-        op: OpId,
-        index: usize,
-        args: Vec<(String, Ty, Span)>,
-        isolated: bool,
-    ) -> PResult<()> {
+    pub fn parse_body(&mut self, op: OpId, index: usize, args: Vec<(String, Ty, Span)>, isolated: bool) -> PResult<()> {
         let open = self.expect_punct('{')?;
         self.enter(open)?;
         let block = self.rw.ctx().body(op, index).expect("invariant: op has the region");
@@ -560,7 +551,7 @@ impl<'a> Parser<'a> {
             let v = self.rw.add_block_arg(block, ty);
             self.define_value(&name, v, span)?;
         }
-        self.parse_block_ops(block)?;
+        self.parse_block_ops(block, open)?;
         self.pop_frame(isolated);
         self.leave();
         Ok(())
@@ -575,7 +566,7 @@ impl<'a> Parser<'a> {
         let mut out: Vec<(String, Attr)> = Vec::new();
         if !self.eat_punct('}')? {
             loop {
-                let (tok, span) = self.next()?;
+                let (tok, span) = self.bump()?;
                 let key = match tok {
                     Token::Ident(k) => k.to_string(),
                     Token::Str(k) => k,
@@ -610,36 +601,38 @@ impl<'a> Parser<'a> {
     fn parse_attr_inner(&mut self, span: Span) -> PResult<Attr> {
         let data = match self.peek()?.clone() {
             Token::Ident("true") => {
-                self.next()?;
+                self.bump()?;
                 AttrData::Bool(true)
             }
             Token::Ident("false") => {
-                self.next()?;
+                self.bump()?;
                 AttrData::Bool(false)
             }
             Token::Ident(w @ ("inf" | "nan")) => {
-                self.next()?;
+                self.bump()?;
                 AttrData::Float(FloatBits::new(if w == "inf" { f64::INFINITY } else { f64::NAN }))
             }
             Token::Int(s) => {
-                self.next()?;
-                AttrData::Int(parse_i64(s).ok_or_else(|| self.error_at(span, format!("integer `{s}` does not fit in i64")))?)
+                self.bump()?;
+                AttrData::Int(
+                    parse_i64(s).ok_or_else(|| self.error_at(span, format!("integer `{s}` does not fit in i64")))?,
+                )
             }
             Token::Float(s) => {
-                self.next()?;
+                self.bump()?;
                 let v: f64 = s.parse().map_err(|_| self.error_at(span, format!("invalid float `{s}`")))?;
                 AttrData::Float(FloatBits::new(v))
             }
             Token::Str(s) => {
-                self.next()?;
+                self.bump()?;
                 AttrData::Str(s)
             }
             Token::Symbol(s) => {
-                self.next()?;
+                self.bump()?;
                 AttrData::SymbolRef(s)
             }
             Token::Punct('[') => {
-                self.next()?;
+                self.bump()?;
                 let mut items = Vec::new();
                 if !self.eat_punct(']')? {
                     loop {
@@ -654,9 +647,9 @@ impl<'a> Parser<'a> {
             }
             Token::Punct('{') => AttrData::Dict(self.parse_attr_dict()?),
             Token::Hash("blob") => {
-                self.next()?;
+                self.bump()?;
                 self.expect_punct('<')?;
-                let (tok, hspan) = self.next()?;
+                let (tok, hspan) = self.bump()?;
                 let hash = match tok {
                     Token::Int(s) if s.starts_with("0x") => u64::from_str_radix(&s[2..], 16)
                         .map_err(|_| self.error_at(hspan, "blob hash must be a 64-bit hex number"))?,
@@ -668,7 +661,7 @@ impl<'a> Parser<'a> {
                 AttrData::Dense(DenseAttr { ty, storage: DenseStorage::Elided { hash } })
             }
             Token::Hash(name) => {
-                self.next()?;
+                self.bump()?;
                 let layout = Layout::from_name(name).ok_or_else(|| {
                     let all: Vec<_> = Layout::ALL.iter().map(|l| format!("#{l}")).collect();
                     self.error_at(span, format!("unknown layout `#{name}` (expected one of {})", all.join(", ")))
@@ -676,7 +669,7 @@ impl<'a> Parser<'a> {
                 AttrData::Layout(layout)
             }
             Token::Ident("dense") => {
-                self.next()?;
+                self.bump()?;
                 self.parse_dense()?
             }
             Token::Ident(_) | Token::Punct('(') => AttrData::Type(self.parse_type()?),
@@ -704,11 +697,11 @@ impl<'a> Parser<'a> {
         }
         let body = match self.peek()?.clone() {
             Token::Punct('[') => {
-                self.next()?;
+                self.bump()?;
                 let mut items = Vec::new();
                 if !self.eat_punct(']')? {
                     loop {
-                        items.push(self.next()?);
+                        items.push(self.bump()?);
                         if !self.eat_punct(',')? {
                             self.expect_punct(']')?;
                             break;
@@ -718,10 +711,10 @@ impl<'a> Parser<'a> {
                 Body::List(items)
             }
             Token::Str(s) => {
-                let span = self.next()?.1;
+                let span = self.bump()?.1;
                 Body::Hex(s, span)
             }
-            _ => Body::Splat(self.next()?),
+            _ => Body::Splat(self.bump()?),
         };
         self.expect_punct('>')?;
         self.expect_punct(':')?;
@@ -760,7 +753,9 @@ impl<'a> Parser<'a> {
             Body::List(items) => {
                 if items.len() != n {
                     let span = items.first().map_or(ty_span, |i| i.1);
-                    return Err(self.error_at(span, format!("dense list has {} elements but the type has {n}", items.len())));
+                    return Err(
+                        self.error_at(span, format!("dense list has {} elements but the type has {n}", items.len()))
+                    );
                 }
                 let mut out = Vec::with_capacity(n * t.elem.size_bytes());
                 for (tok, span) in &items {
@@ -769,12 +764,15 @@ impl<'a> Parser<'a> {
                 out
             }
         };
-        let data = TensorData::from_bytes(t.elem, shape, bytes.into()).map_err(|e| self.error_at(ty_span, e.to_string()))?;
+        let data =
+            TensorData::from_bytes(t.elem, shape, bytes.into()).map_err(|e| self.error_at(ty_span, e.to_string()))?;
         Ok(AttrData::Dense(DenseAttr { ty, storage: DenseStorage::Data(data) }))
     }
 
     fn encode_element(&self, elem: ElemType, tok: &Token<'_>, span: Span, out: &mut Vec<u8>) -> PResult<()> {
-        let bad = |what: &str| self.error_at(span, format!("expected {what} for element type {elem}, found {}", tok.describe()));
+        let bad = |what: &str| {
+            self.error_at(span, format!("expected {what} for element type {elem}, found {}", tok.describe()))
+        };
         if elem.is_float() {
             let text = match tok {
                 Token::Float(s) | Token::Int(s) if !s.contains("0x") => *s,
@@ -794,7 +792,9 @@ impl<'a> Parser<'a> {
             TensorData::encode(elem, v, out);
             return Ok(());
         }
-        let Token::Int(s) = tok else { return Err(bad("an integer")) };
+        let Token::Int(s) = tok else {
+            return Err(bad("an integer"));
+        };
         let v = parse_i64(s).ok_or_else(|| bad("an integer"))?;
         let (lo, hi): (i64, i64) = match elem {
             ElemType::I8 | ElemType::QS8(_) => (i8::MIN.into(), i8::MAX.into()),
@@ -827,7 +827,7 @@ impl<'a> Parser<'a> {
     }
 
     fn parse_type_inner(&mut self) -> PResult<Ty> {
-        let (tok, span) = self.next()?;
+        let (tok, span) = self.bump()?;
         let data = match tok {
             Token::Ident(kw @ ("tensor" | "buffer")) => self.parse_shaped(kw == "buffer")?,
             Token::Ident("index") => TypeData::Index,
@@ -878,7 +878,7 @@ impl<'a> Parser<'a> {
         match kw {
             "qs8" | "qs32" | "qu8" => {
                 self.expect_punct('<')?;
-                let (tok, sspan) = self.next()?;
+                let (tok, sspan) = self.bump()?;
                 let scale: f32 = match tok {
                     Token::Float(s) | Token::Int(s) => s.parse().ok(),
                     _ => None,
@@ -888,7 +888,7 @@ impl<'a> Parser<'a> {
                 let scale = QScale::new(scale);
                 let e = if kw == "qu8" {
                     self.expect_punct(',')?;
-                    let (tok, zspan) = self.next()?;
+                    let (tok, zspan) = self.bump()?;
                     let zp = match tok {
                         Token::Int(s) => s.parse::<u8>().ok(),
                         _ => None,
@@ -927,15 +927,17 @@ impl<'a> Parser<'a> {
                         end += 1;
                     }
                     let text = &self.lex.src()[start..end];
-                    let n: u64 = text
-                        .parse()
-                        .map_err(|_| self.error_at(Span { start, end }, format!("dimension `{text}` does not fit in u64")))?;
+                    let n: u64 = text.parse().map_err(|_| {
+                        self.error_at(Span { start, end }, format!("dimension `{text}` does not fit in u64"))
+                    })?;
                     self.lex.pos = end;
                     Dim::Fixed(n)
                 }
                 Some(b'?') => {
                     let mut end = start + 1;
-                    while end < src.len() && (src[end].is_ascii_uppercase() || src[end].is_ascii_digit() || src[end] == b'_') {
+                    while end < src.len()
+                        && (src[end].is_ascii_uppercase() || src[end].is_ascii_digit() || src[end] == b'_')
+                    {
                         end += 1;
                     }
                     let name = &self.lex.src()[start + 1..end];
@@ -957,7 +959,7 @@ impl<'a> Parser<'a> {
             self.lex.pos += 1;
             shape.push(dim);
         }
-        let (tok, span) = self.next()?;
+        let (tok, span) = self.bump()?;
         let elem = match tok {
             Token::Ident(kw) => self.parse_elem_after(kw, span)?,
             other => return Err(self.unexpected(&other, span, "a dimension or an element type")),
@@ -965,7 +967,7 @@ impl<'a> Parser<'a> {
         let mut layout = Layout::Nchw;
         let mut strides = None;
         while self.eat_punct(',')? {
-            let (tok, span) = self.next()?;
+            let (tok, span) = self.bump()?;
             match tok {
                 Token::Hash(name) => {
                     layout = Layout::from_name(name)
@@ -976,7 +978,7 @@ impl<'a> Parser<'a> {
                     let mut st = Vec::new();
                     if !self.eat_punct(']')? {
                         loop {
-                            let (tok, span) = self.next()?;
+                            let (tok, span) = self.bump()?;
                             let Token::Int(s) = tok else {
                                 return Err(self.unexpected(&tok, span, "a stride"));
                             };

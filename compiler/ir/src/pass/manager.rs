@@ -4,11 +4,11 @@
 //! checker used by negative opt levels.
 
 use super::{Changed, PassError, PassOptions, PassRegistry, PassStats, Pipeline, PipelineError, PipelineItem};
+use crate::OpId;
 use crate::context::Context;
 use crate::diag::render_all;
-use crate::print::{print_module, PrintOptions};
-use crate::verify::{verify, VerifyOptions};
-use crate::OpId;
+use crate::print::{PrintOptions, print_module};
+use crate::verify::{VerifyOptions, verify};
 use std::fmt::Write as _;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -206,10 +206,7 @@ impl<'r> PassManager<'r> {
         depth: usize,
         report: &mut RunReport,
     ) -> Result<Changed, PassError> {
-        let info = *self
-            .registry
-            .get(name)
-            .ok_or_else(|| PassError::Options(format!("unknown pass `{name}`")))?;
+        let info = *self.registry.get(name).ok_or_else(|| PassError::Options(format!("unknown pass `{name}`")))?;
         let opts = PassOptions::from_pairs(name, info.options, options).map_err(PassError::Options)?;
         let mut pass = (info.create)(&opts)?;
         let instr = &self.instrumentation;

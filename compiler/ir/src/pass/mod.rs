@@ -10,8 +10,8 @@ mod pipeline;
 pub use manager::{Checker, Instrumentation, PassManager, PassRecord, RunReport};
 pub use pipeline::{Pipeline, PipelineError, PipelineItem};
 
-use crate::context::Context;
 use crate::OpId;
+use crate::context::Context;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -209,7 +209,11 @@ impl PassOptions {
         for (k, text) in given {
             let Some(spec) = specs.iter().find(|s| s.name == k) else {
                 let valid: Vec<_> = specs.iter().map(|s| format!("{} ({})", s.name, s.kind)).collect();
-                let valid = if valid.is_empty() { "it takes no options".to_string() } else { format!("valid options: {}", valid.join(", ")) };
+                let valid = if valid.is_empty() {
+                    "it takes no options".to_string()
+                } else {
+                    format!("valid options: {}", valid.join(", "))
+                };
                 return Err(format!("unknown option `{k}` for pass `{pass}`; {valid}"));
             };
             let v = OptionValue::parse(spec.kind, text)

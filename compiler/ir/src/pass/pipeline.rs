@@ -52,12 +52,8 @@ pub struct PipelineError {
     pub caret: String,
 }
 
-const FIXPOINT_OPTIONS: &[OptionSpec] = &[OptionSpec {
-    name: "max-iters",
-    kind: OptionKind::UInt,
-    default: "10",
-    help: "maximum number of rounds",
-}];
+const FIXPOINT_OPTIONS: &[OptionSpec] =
+    &[OptionSpec { name: "max-iters", kind: OptionKind::UInt, default: "10", help: "maximum number of rounds" }];
 
 struct Cursor<'t> {
     text: &'t str,
@@ -111,9 +107,7 @@ impl<'t> Cursor<'t> {
         self.skip_ws();
         let start = self.pos;
         if self.text[start..].starts_with('"') {
-            let end = self.text[start + 1..]
-                .find('"')
-                .ok_or_else(|| self.error(start, "unterminated string"))?;
+            let end = self.text[start + 1..].find('"').ok_or_else(|| self.error(start, "unterminated string"))?;
             self.pos = start + 1 + end + 1;
             return Ok(self.text[start + 1..start + 1 + end].to_string());
         }
@@ -191,8 +185,8 @@ fn parse_item(cur: &mut Cursor<'_>, registry: &PassRegistry, depth: usize) -> Re
     let opts_at = cur.pos;
     let options = parse_options(cur)?;
     if name == "fixpoint" {
-        let validated = PassOptions::from_pairs("fixpoint", FIXPOINT_OPTIONS, &options)
-            .map_err(|m| cur.error(opts_at, m))?;
+        let validated =
+            PassOptions::from_pairs("fixpoint", FIXPOINT_OPTIONS, &options).map_err(|m| cur.error(opts_at, m))?;
         if !cur.eat('(') {
             return Err(cur.error(cur.pos, "expected `(` after fixpoint"));
         }

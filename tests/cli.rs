@@ -1,0 +1,156 @@
+//! End-to-end tests of the `strata` binary: exit codes, diagnostics, outputs.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn strata(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("strata runs");
+    if let Some(text) = stdin {
+        child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write stdin");
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().expect("strata finishes")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+const MODULE: &str = "func @f(%x: tensor<4xf32>) -> tensor<4xf32> {
+  %one = graph.const() {value = dense<1.0> : tensor<4xf32>} : () -> tensor<4xf32>
+  %a = graph.mul(%x, %one) : (tensor<4xf32>, tensor<4xf32>) -> tensor<4xf32>
+  %b = graph.relu(%a) : (tensor<4xf32>) -> tensor<4xf32>
+  return(%b)
+}
+";
+
+#[test]
+fn list_passes_shows_names_summaries_and_options() {
+    let out = strata(&["opt", "--list-passes"], None);
+    assert!(out.status.success());
+    let s = text(&out.stdout);
+    for needle in ["canonicalize", "cse", "dce", "max-iters: uint = 10", "fixpoint"] {
+        assert!(s.contains(needle), "missing {needle} in:\n{s}");
+    }
+}
+
+#[test]
+fn opt_level_pipeline_runs_from_stdin() {
+    let out = strata(&["opt", "-O", "2", "--print-pipeline"], Some(MODULE));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(!s.contains("graph.mul") && s.contains("graph.relu(%x)"), "{s}");
+    assert!(text(&out.stderr).contains("pipeline: canonicalize,cse,dce"));
+}
+
+#[test]
+fn negative_opt_level_is_accepted_and_checks() {
+    let out = strata(&["opt", "-O", "-2"], Some(MODULE));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn out_of_range_opt_level_is_an_error() {
+    let out = strata(&["opt", "-O", "9"], Some(MODULE));
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("-3..=3"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn parse_error_is_located_with_caret_and_nonzero_exit() {
+    let dir = std::env::temp_dir().join(format!("strata-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.strata");
+    std::fs::write(&path, "func @f() {\n  %0 = graph.relu(%nope) : (tensor<2xf32>) -> tensor<2xf32>\n}\n").unwrap();
+    let out = strata(&["opt", path.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("bad.strata:2:19: error: use of undefined value %nope"), "{err}");
+    assert!(err.contains("^^^^^"), "{err}");
+}
+
+#[test]
+fn verifier_errors_are_all_reported() {
+    let src = "func @f(%x: tensor<2xf32>) -> tensor<2xf32> {
+  %0 = graph.relu(%x) {bogus = 1} : (tensor<2xf32>) -> tensor<3xf32>
+  return(%x, %x)
+}
+";
+    let out = strata(&["opt"], Some(src));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("unknown attribute `bogus`"), "{err}");
+    assert!(err.contains("result type must equal the input type"), "{err}");
+    assert!(err.contains("returns 2 values"), "{err}");
+}
+
+#[test]
+fn unknown_pass_option_lists_valid_options() {
+    let out = strata(&["opt", "--pipeline", "canonicalize{iters=2}"], Some(MODULE));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("unknown option `iters`") && err.contains("max-iters (uint)"), "{err}");
+}
+
+#[test]
+fn print_ir_after_change_and_timing_go_to_stderr() {
+    let out =
+        strata(&["opt", "--pipeline", "canonicalize,cse,dce", "--print-ir-after-change", "--timing"], Some(MODULE));
+    assert!(out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("IR Dump After canonicalize"), "{err}");
+    assert!(!err.contains("IR Dump After cse"), "cse changed nothing:\n{err}");
+    assert!(err.contains("Pass execution timing report") && err.contains("ops-folded = 1"), "{err}");
+}
+
+#[test]
+fn unknown_print_ir_after_pass_is_an_error() {
+    let out = strata(&["opt", "--print-ir-after", "nope"], Some(MODULE));
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("unknown pass `nope`"));
+}
+
+#[test]
+fn output_file_and_roundtrip() {
+    let dir = std::env::temp_dir().join(format!("strata-cli-out-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let first = dir.join("a.strata");
+    let out = strata(&["opt", "-o", first.to_str().unwrap()], Some(MODULE));
+    assert!(out.status.success());
+    let printed = std::fs::read_to_string(&first).unwrap();
+    let again = strata(&["opt", first.to_str().unwrap()], None);
+    assert_eq!(text(&again.stdout), printed);
+}
+
+#[test]
+fn unregistered_ops_need_the_flag() {
+    let src = "func @f(%x: tensor<2xf32>) {\n  my.op(%x)\n  return()\n}\n";
+    assert!(!strata(&["opt"], Some(src)).status.success());
+    let out = strata(&["opt", "--allow-unregistered"], Some(src));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("my.op(%x)"));
+}
+
+#[test]
+fn demo_runs_and_checks_against_the_reference() {
+    let out = strata(&["demo"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("IR Dump After canonicalize") && s.contains("matches the reference evaluator"), "{s}");
+}
+
+#[test]
+fn rust_log_is_honoured() {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+    cmd.args(["opt", "-O", "2"])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(MODULE.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(text(&out.stderr).contains("pass finished"), "{}", text(&out.stderr));
+}

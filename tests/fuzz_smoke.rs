@@ -1,0 +1,86 @@
+//! Runs the fuzz targets' seed corpora (and every `tests/ir` file, plus
+//! mutations of them) through the fuzz entry points on stable Rust, so CI covers
+//! the targets without nightly or libFuzzer.
+
+use std::path::{Path, PathBuf};
+
+fn files(dir: &Path, ext: Option<&str>, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files(&path, ext, out);
+        } else if ext.is_none_or(|e| path.extension().is_some_and(|x| x == e)) {
+            out.push(path);
+        }
+    }
+}
+
+fn corpus(target: &str) -> Vec<Vec<u8>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut paths = Vec::new();
+    files(&root.join("../fuzz/corpus").join(target), None, &mut paths);
+    files(&root.join("ir"), Some("strata"), &mut paths);
+    paths.sort();
+    let mut out: Vec<Vec<u8>> = paths.iter().map(|p| std::fs::read(p).expect("readable corpus file")).collect();
+    // Split multi-case files so each case is also an input of its own.
+    let cases: Vec<Vec<u8>> = out
+        .iter()
+        .filter_map(|d| std::str::from_utf8(d).ok())
+        .flat_map(|t| t.split("// -----").map(|c| c.as_bytes().to_vec()).collect::<Vec<_>>())
+        .collect();
+    out.extend(cases);
+    out
+}
+
+/// Deterministic mutations: truncations, byte flips and deletions.
+fn mutations(data: &[u8], seed: u64) -> Vec<Vec<u8>> {
+    let mut rng = strata_ir::tensor::SplitMix64(seed);
+    let mut out = Vec::new();
+    if data.is_empty() {
+        return out;
+    }
+    for _ in 0..24 {
+        let i = (rng.next_u64() % data.len() as u64) as usize;
+        let mut m = data.to_vec();
+        match rng.next_u64() % 4 {
+            0 => m.truncate(i),
+            1 => {
+                const BYTES: &[u8] = b"(){}[]<>,:=%@^#x?\"-0123456789";
+                m[i] = BYTES[(rng.next_u64() % BYTES.len() as u64) as usize];
+            }
+            2 => {
+                m.remove(i);
+            }
+            _ => m.insert(i, m[(rng.next_u64() % data.len() as u64) as usize]),
+        }
+        out.push(m);
+    }
+    out
+}
+
+#[test]
+fn parse_print_corpus() {
+    let inputs = corpus("parse_print");
+    assert!(inputs.len() >= 10, "parse_print corpus is too small");
+    for (k, data) in inputs.iter().enumerate() {
+        strata_tests::fuzz::parse_print(data);
+        for m in mutations(data, k as u64) {
+            strata_tests::fuzz::parse_print(&m);
+        }
+    }
+}
+
+#[test]
+fn pipeline_corpus() {
+    let inputs = corpus("pipeline");
+    assert!(inputs.len() >= 10, "pipeline corpus is too small");
+    for (k, data) in inputs.iter().enumerate() {
+        strata_tests::fuzz::pipeline(data);
+        for m in mutations(data, 1000 + k as u64) {
+            strata_tests::fuzz::pipeline(&m);
+        }
+    }
+}
