@@ -41,3 +41,6 @@ pub use rewriter::{InsertPoint, OpBuild, Rewriter};
 pub use tensor::{TensorData, TensorError};
 pub use types::{BufferType, Dim, ElemType, FuncType, Layout, QScale, TensorType, TypeData};
 pub use verify::{VerifyOptions, verify};
+
+#[cfg(test)]
+mod tests;
