@@ -235,7 +235,8 @@ fn types_and_attrs_roundtrip_through_text() {
 #[test]
 fn hostile_input_gets_errors_not_crashes() {
     let mut c = ctx();
-    let deep = format!("tfunc @f() {{\n  t.sink() {{k = {}1{}}}\n  ret()\n}}\n", "[".repeat(10_000), "]".repeat(10_000));
+    let deep =
+        format!("tfunc @f() {{\n  t.sink() {{k = {}1{}}}\n  ret()\n}}\n", "[".repeat(10_000), "]".repeat(10_000));
     let e = parse(&mut c, &deep).unwrap_err();
     assert!(e.message.contains("nesting deeper"), "{e}");
     let e = parse_type_str(&mut c, "tensor<99999999999999999999999xf32>").unwrap_err();
