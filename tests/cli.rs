@@ -18,13 +18,13 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-const MODULE: &str = "func @f(%x: tensor<4xf32>) -> tensor<4xf32> {
+const MODULE: &str = r#"func @f(%x: tensor<4xf32>) -> tensor<4xf32> {
   %one = graph.const() {value = dense<1.0> : tensor<4xf32>} : () -> tensor<4xf32>
-  %a = graph.mul(%x, %one) : (tensor<4xf32>, tensor<4xf32>) -> tensor<4xf32>
-  %b = graph.relu(%a) : (tensor<4xf32>) -> tensor<4xf32>
+  %a = graph.elemwise(%x, %one) {mode = "mul"} : (tensor<4xf32>, tensor<4xf32>) -> tensor<4xf32>
+  %b = graph.elemwise(%a) {mode = "relu"} : (tensor<4xf32>) -> tensor<4xf32>
   return(%b)
 }
-";
+"#;
 
 #[test]
 fn list_passes_shows_names_summaries_and_options() {
@@ -41,7 +41,7 @@ fn opt_level_pipeline_runs_from_stdin() {
     let out = strata(&["opt", "-O", "2", "--print-pipeline"], Some(MODULE));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let s = text(&out.stdout);
-    assert!(!s.contains("graph.mul") && s.contains("graph.relu(%x)"), "{s}");
+    assert!(!s.contains("graph.mul") && s.contains("graph.elemwise(%x) {mode = \"relu\"}"), "{s}");
     assert!(text(&out.stderr).contains("pipeline: canonicalize,cse,dce"));
 }
 
@@ -63,26 +63,33 @@ fn parse_error_is_located_with_caret_and_nonzero_exit() {
     let dir = std::env::temp_dir().join(format!("strata-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("bad.strata");
-    std::fs::write(&path, "func @f() {\n  %0 = graph.relu(%nope) : (tensor<2xf32>) -> tensor<2xf32>\n}\n").unwrap();
+    std::fs::write(
+        &path,
+        "func @f() {\n  %0 = graph.elemwise(%nope) {mode = \"relu\"} : (tensor<2xf32>) -> tensor<2xf32>\n}\n",
+    )
+    .unwrap();
     let out = strata(&["opt", path.to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("bad.strata:2:19: error: use of undefined value %nope"), "{err}");
+    assert!(err.contains("bad.strata:2:23: error: use of undefined value %nope"), "{err}");
     assert!(err.contains("^^^^^"), "{err}");
 }
 
 #[test]
 fn verifier_errors_are_all_reported() {
-    let src = "func @f(%x: tensor<2xf32>) -> tensor<2xf32> {
-  %0 = graph.relu(%x) {bogus = 1} : (tensor<2xf32>) -> tensor<3xf32>
+    let src = r#"func @f(%x: tensor<2xf32>) -> tensor<2xf32> {
+  %0 = graph.elemwise(%x) {bogus = 1, mode = "relu"} : (tensor<2xf32>) -> tensor<3xf32>
   return(%x, %x)
 }
-";
+"#;
     let out = strata(&["opt"], Some(src));
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("unknown attribute `bogus`"), "{err}");
-    assert!(err.contains("result type must equal the input type"), "{err}");
+    assert!(
+        err.contains("result #0 has type tensor<3xf32> but its operands and attributes give tensor<2xf32>"),
+        "{err}"
+    );
     assert!(err.contains("returns 2 values"), "{err}");
 }
 

@@ -74,7 +74,8 @@ fn numeric_checker_catches_a_miscompile() {
         fn run(&mut self, ctx: &mut Context, module: OpId, _: &mut PassStats) -> Result<Changed, PassError> {
             let mut rw = Rewriter::new(ctx);
             for op in rw.ctx().walk(module) {
-                if rw.ctx().op_name(op) == "graph.relu" {
+                let mode = rw.ctx().op_attr(op, "mode").map(|a| strata_ir::attr_to_string(rw.ctx(), a));
+                if mode.as_deref() == Some("\"relu\"") {
                     let input = rw.ctx().op(op).operands[0];
                     rw.replace_op(op, &[input]);
                 }
@@ -89,10 +90,10 @@ fn numeric_checker_catches_a_miscompile() {
         options: &[],
         create: |_: &PassOptions| Ok(Box::new(DropRelu)),
     });
-    let src = "func @main(%x: tensor<8xf32>) -> tensor<8xf32> {
-  %0 = graph.relu(%x) : (tensor<8xf32>) -> tensor<8xf32>
+    let src = r#"func @main(%x: tensor<8xf32>) -> tensor<8xf32> {
+  %0 = graph.elemwise(%x) {mode = "relu"} : (tensor<8xf32>) -> tensor<8xf32>
   return(%0)
-}";
+}"#;
     let mut ctx = strata_dialects::context();
     let m = strata_ir::parse_module(&mut ctx, &strata_ir::Source::new("t", src), &Default::default()).unwrap();
     let mut pm = PassManager::parse(&reg, "drop-relu").unwrap().with_checker(strata_passes::check::numeric_checker(3));

@@ -8,7 +8,7 @@
 
 use crate::func::{CallOp, FuncOp, ModuleOp, ReturnOp, lookup_function};
 use std::collections::HashMap;
-use strata_ir::{Context, Dim, OpId, OpTraits, OpView, TensorData, Ty, TypeData, ValueId};
+use strata_ir::{Context, Dim, OpCx, OpId, OpTraits, OpView, TensorData, Ty, TypeData, ValueId};
 
 /// An evaluation failure, naming the op.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -121,7 +121,9 @@ pub fn run_function(
                 return Err(op_err("ops with regions have no reference evaluation yet".into()));
             }
             let eval = def.eval.ok_or_else(|| op_err("has no reference evaluator".into()))?;
-            eval(ctx, op, &operands).map_err(op_err)?
+            let operand_types: Vec<Ty> = data.operands.iter().map(|&v| ctx.value_type(v)).collect();
+            let result_types: Vec<Ty> = data.results.iter().map(|&v| ctx.value_type(v)).collect();
+            eval(&OpCx::of_op(ctx, op, &operand_types, &result_types), &operands).map_err(op_err)?
         };
         if results.len() != data.results.len() {
             return Err(op_err(format!("produced {} results, declares {}", results.len(), data.results.len())));

@@ -53,29 +53,29 @@ pub fn random_graph_module(seed: u64) -> (Context, OpId) {
     let body = rw.ctx().body(func, 0).expect("func body");
     let mut values: Vec<ValueId> = (0..n_inputs).map(|_| rw.add_block_arg(body, full)).collect();
     let n_ops = 1 + g.below(12);
+    let unary: &[&str] =
+        if elem.is_float() { &["relu", "neg", "abs", "sigmoid", "tanh", "h_swish"] } else { &["relu", "neg", "abs"] };
+    let binary: &[&str] = &["add", "sub", "mul", "max", "min", "fuse_add_relu"];
     for _ in 0..n_ops {
-        let kind = g.below(4);
         let pick = |g: &mut Gen, vs: &[ValueId]| vs[g.below(vs.len() as u64) as usize];
-        let v = match kind {
-            0 => {
-                let x = pick(&mut g, &values);
-                let op = rw.create(OpBuild::new("graph.relu").operands(&[x]).results(&[full]), InsertPoint::End(body));
-                rw.ctx().op(op).results[0]
-            }
-            _ => {
-                let x = pick(&mut g, &values);
-                let y = if g.chance(40) {
-                    constant(&mut rw, &mut g, body, &fixed, &shape, elem)
-                } else {
-                    pick(&mut g, &values)
-                };
-                let (a, b) = if g.chance(50) { (x, y) } else { (y, x) };
-                let name = if kind == 1 { "graph.mul" } else { "graph.add" };
-                let op = rw.create(OpBuild::new(name).operands(&[a, b]).results(&[full]), InsertPoint::End(body));
-                rw.ctx().op(op).results[0]
-            }
+        let x = pick(&mut g, &values);
+        let (mode, operands) = if g.chance(30) {
+            (unary[g.below(unary.len() as u64) as usize], vec![x])
+        } else {
+            let y = if g.chance(40) {
+                constant(&mut rw, &mut g, body, &fixed, &shape, elem)
+            } else {
+                pick(&mut g, &values)
+            };
+            let (a, b) = if g.chance(50) { (x, y) } else { (y, x) };
+            (binary[g.below(binary.len() as u64) as usize], vec![a, b])
         };
-        values.push(v);
+        let mode = rw.ctx_mut().intern_attr(AttrData::Str(mode.to_string()));
+        let op = rw.create(
+            OpBuild::new("graph.elemwise").operands(&operands).attr("mode", mode).results(&[full]),
+            InsertPoint::End(body),
+        );
+        values.push(rw.ctx().op(op).results[0]);
     }
     let outs: Vec<ValueId> =
         (0..n_outputs).map(|_| values[values.len() - 1 - g.below(values.len().min(3) as u64) as usize]).collect();

@@ -33,9 +33,10 @@ pub use diag::{Diagnostic, Source};
 pub use entity::{Attr, BlockId, OpId, RegionId, Sym, Ty, ValueId};
 pub use parse::{ParseError, ParseOptions, parse_attr_str, parse_module, parse_type_str};
 pub use print::{PrintOptions, attr_to_string, print_module, print_op, type_to_string};
+pub use registry::attr_kind;
 pub use registry::{
-    Arity, AttrSpec, CustomSyntax, EvalFn, FoldFn, FoldResult, OpDef, OpTraits, OpView, Registry, RegistryError,
-    VerifyFn,
+    Arity, AttrList, AttrSpec, CustomSyntax, EvalFn, FoldFn, FoldResult, InferFn, OpCx, OpDef, OpTraits, OpView,
+    Registry, RegistryError, VerifyFn,
 };
 pub use rewriter::{InsertPoint, OpBuild, Rewriter};
 pub use tensor::{TensorData, TensorError};

@@ -84,6 +84,14 @@ pub fn type_to_string(ctx: &Context, ty: Ty) -> String {
     p.out
 }
 
+/// The text of a type that is not (yet) interned.
+pub fn type_data_to_string(ctx: &Context, data: &TypeData) -> String {
+    let opts = PrintOptions::default();
+    let mut p = Printer::new(ctx, &opts);
+    p.print_type_data(data);
+    p.out
+}
+
 /// The text of an attribute.
 pub fn attr_to_string(ctx: &Context, attr: Attr) -> String {
     let opts = PrintOptions::default();
@@ -415,7 +423,11 @@ impl<'a> Printer<'a> {
     /// Writes a type.
     pub fn print_type(&mut self, ty: Ty) {
         let ctx = self.ctx;
-        match ctx.ty(ty) {
+        self.print_type_data(ctx.ty(ty));
+    }
+
+    fn print_type_data(&mut self, data: &TypeData) {
+        match data {
             TypeData::Tensor(t) => {
                 self.out.push_str("tensor<");
                 self.print_shape_body(&t.shape, t.elem, t.layout, None);

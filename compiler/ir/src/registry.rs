@@ -97,9 +97,122 @@ pub enum FoldResult {
 /// [`Context::constant_value`]. Must not fold to something of another type.
 pub type FoldFn = fn(&Context, OpId) -> Option<Vec<FoldResult>>;
 
+/// What infer and eval hooks see of an op: its name, attributes and operand
+/// types, and (for eval) its result types. The op itself need not exist yet:
+/// eager execution and graph building infer result types before creating it.
+#[derive(Clone, Copy)]
+pub struct OpCx<'a> {
+    /// The context that interns the types and attributes.
+    pub ctx: &'a Context,
+    /// Full op name.
+    pub name: &'a str,
+    /// Attributes.
+    pub attrs: AttrList<'a>,
+    /// Operand types.
+    pub operand_types: &'a [crate::Ty],
+    /// Result types (empty while inferring them).
+    pub result_types: &'a [crate::Ty],
+}
+
+impl<'a> OpCx<'a> {
+    /// The context of an existing op.
+    pub fn of_op(ctx: &'a Context, op: OpId, operand_types: &'a [crate::Ty], result_types: &'a [crate::Ty]) -> Self {
+        OpCx { ctx, name: ctx.op_name(op), attrs: AttrList::of_op(ctx, op), operand_types, result_types }
+    }
+
+    /// Operand `i`'s tensor type, or an error naming it.
+    pub fn tensor(&self, i: usize) -> Result<&'a crate::TensorType, String> {
+        let ty = *self.operand_types.get(i).ok_or_else(|| format!("missing operand #{i}"))?;
+        self.ctx
+            .ty(ty)
+            .as_tensor()
+            .ok_or_else(|| format!("operand #{i} must be a tensor, is {}", crate::print::type_to_string(self.ctx, ty)))
+    }
+
+    /// Result `i`'s tensor type (during eval), or an error.
+    pub fn result_tensor(&self, i: usize) -> Result<&'a crate::TensorType, String> {
+        let ty = *self.result_types.get(i).ok_or_else(|| format!("missing result #{i}"))?;
+        self.ctx.ty(ty).as_tensor().ok_or_else(|| format!("result #{i} must be a tensor"))
+    }
+}
+
+/// Shape inference: the result types from operand types and attributes.
+/// The verifier compares them with the declared result types.
+pub type InferFn = fn(&OpCx<'_>) -> Result<Vec<crate::TypeData>, String>;
+
 /// Reference evaluation: the op's results from concrete operand tensors.
 /// Naive and obviously correct; the oracle for every optimised path.
-pub type EvalFn = fn(&Context, OpId, &[TensorData]) -> Result<Vec<TensorData>, String>;
+pub type EvalFn = fn(&OpCx<'_>, &[TensorData]) -> Result<Vec<TensorData>, String>;
+
+/// An op's attributes (of an existing op, or a list about to become one) with
+/// typed access that reports missing or ill-kinded attributes as errors.
+#[derive(Clone, Copy)]
+pub struct AttrList<'a> {
+    ctx: &'a Context,
+    items: &'a [(crate::Sym, crate::Attr)],
+}
+
+impl<'a> AttrList<'a> {
+    /// A view of `items` (sorted or not).
+    pub fn new(ctx: &'a Context, items: &'a [(crate::Sym, crate::Attr)]) -> Self {
+        AttrList { ctx, items }
+    }
+
+    /// The attributes of `op`.
+    pub fn of_op(ctx: &'a Context, op: OpId) -> Self {
+        AttrList { ctx, items: &ctx.op(op).attrs }
+    }
+
+    /// Every `(key, value)`.
+    pub fn items(&self) -> &'a [(crate::Sym, crate::Attr)] {
+        self.items
+    }
+
+    /// The raw attribute `key`.
+    pub fn get(&self, key: &str) -> Option<crate::Attr> {
+        self.items.iter().find(|(k, _)| self.ctx.str(*k) == key).map(|&(_, a)| a)
+    }
+
+    /// Required attribute `key` of kind `K`.
+    pub fn req<K: attr_kind::Get>(&self, key: &str) -> Result<K::Out<'a>, String> {
+        self.opt::<K>(key)?.ok_or_else(|| format!("requires attribute `{key}`"))
+    }
+
+    /// Optional attribute `key` of kind `K` (present with another kind is an error).
+    pub fn opt<K: attr_kind::Get>(&self, key: &str) -> Result<Option<K::Out<'a>>, String> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(a) => K::get(self.ctx, a).map(Some).ok_or_else(|| {
+                format!("attribute `{key}` has the wrong kind: {}", crate::print::attr_to_string(self.ctx, a))
+            }),
+        }
+    }
+
+    /// Required integer.
+    pub fn int(&self, key: &str) -> Result<i64, String> {
+        self.req::<attr_kind::Int>(key)
+    }
+
+    /// Required integer array.
+    pub fn ints(&self, key: &str) -> Result<Vec<i64>, String> {
+        self.req::<attr_kind::Ints>(key)
+    }
+
+    /// Required float (integers accepted).
+    pub fn float(&self, key: &str) -> Result<f64, String> {
+        self.req::<attr_kind::Float>(key)
+    }
+
+    /// Required string.
+    pub fn str(&self, key: &str) -> Result<&'a str, String> {
+        self.req::<attr_kind::Str>(key)
+    }
+
+    /// Optional bool, `false` when absent.
+    pub fn flag(&self, key: &str) -> Result<bool, String> {
+        Ok(self.opt::<attr_kind::Bool>(key)?.unwrap_or(false))
+    }
+}
 
 /// A custom textual form for an op, introduced by a keyword (e.g. `func`).
 #[derive(Clone, Copy)]
@@ -140,6 +253,11 @@ pub struct OpDef {
     pub verify: Option<VerifyFn>,
     /// Folding.
     pub fold: Option<FoldFn>,
+    /// Whether this op instance is commutative, for ops where it depends on
+    /// attributes (the `COMMUTATIVE` trait says "always").
+    pub commutative: Option<fn(&Context, OpId) -> bool>,
+    /// Shape inference.
+    pub infer: Option<InferFn>,
     /// Reference evaluation.
     pub eval: Option<EvalFn>,
     /// Name of the op that must terminate each block of this op's regions.
@@ -149,6 +267,11 @@ pub struct OpDef {
 }
 
 impl OpDef {
+    /// Whether operand order of `op` does not matter.
+    pub fn is_commutative(&self, ctx: &Context, op: OpId) -> bool {
+        self.traits.contains(OpTraits::COMMUTATIVE) || self.commutative.is_some_and(|f| f(ctx, op))
+    }
+
     /// The dialect prefix of the name (`graph` for `graph.add`).
     pub fn dialect(&self) -> &'static str {
         self.name.split_once('.').map_or(self.name, |(d, _)| d)
@@ -382,7 +505,8 @@ const fn str_eq(a: &str, b: &str) -> bool {
 ///
 /// Optional trailing keys, in this order: `variadic: name,` (operands after the
 /// fixed ones), `variadic_results: name,`, `regions: N,`, `terminator: "op",`,
-/// `verify: path,`, `fold: path,`, `eval: path,`, `syntax: expr,`.
+/// `verify: path,`, `fold: path,`, `commutative: path,`, `infer: path,`, `eval: path,`,
+/// `syntax: expr,`.
 #[macro_export]
 macro_rules! define_op {
     (
@@ -400,6 +524,8 @@ macro_rules! define_op {
             $(terminator: $terminator:expr,)?
             $(verify: $verify:expr,)?
             $(fold: $fold:expr,)?
+            $(commutative: $commutative:expr,)?
+            $(infer: $infer:expr,)?
             $(eval: $eval:expr,)?
             $(syntax: $syntax:expr,)?
         }
@@ -437,6 +563,8 @@ macro_rules! define_op {
                 traits: $crate::OpTraits::NONE $(.union($crate::OpTraits::$trait))*,
                 verify: $crate::define_op!(@opt $($verify)?),
                 fold: $crate::define_op!(@opt $($fold)?),
+                commutative: $crate::define_op!(@opt $($commutative)?),
+                infer: $crate::define_op!(@opt $($infer)?),
                 eval: $crate::define_op!(@opt $($eval)?),
                 terminator: $crate::define_op!(@opt $($terminator)?),
                 syntax: $crate::define_op!(@opt $($syntax)?),

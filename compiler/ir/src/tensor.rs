@@ -114,6 +114,42 @@ impl TensorData {
         }
     }
 
+    /// The real value of element `i`: dequantised for quantised types
+    /// (`scale * (q - zero_point)`), the value itself otherwise.
+    pub fn get_real(&self, i: usize) -> f64 {
+        let q = self.get_f64(i);
+        match self.elem {
+            ElemType::QS8(s) | ElemType::QS32(s) => q * s.get() as f64,
+            ElemType::QU8(s, z) => (q - z as f64) * s.get() as f64,
+            _ => q,
+        }
+    }
+
+    /// Appends real value `v` encoded as `elem`: quantised types round
+    /// `v / scale` half away from zero (plus the zero point) and saturate;
+    /// floats round to nearest; plain integers truncate toward zero and saturate.
+    pub fn encode_real(elem: ElemType, v: f64, out: &mut Vec<u8>) {
+        match elem {
+            ElemType::QS8(s) | ElemType::QS32(s) => Self::encode(elem, (v / s.get() as f64).round(), out),
+            ElemType::QU8(s, z) => Self::encode(elem, (v / s.get() as f64).round() + z as f64, out),
+            _ => Self::encode(elem, v, out),
+        }
+    }
+
+    /// A tensor of `elem` from real values (see [`TensorData::encode_real`]).
+    pub fn from_reals(elem: ElemType, shape: Vec<usize>, values: &[f64]) -> Result<Self, TensorError> {
+        let mut bytes = Vec::with_capacity(values.len() * elem.size_bytes());
+        for &v in values {
+            Self::encode_real(elem, v, &mut bytes);
+        }
+        TensorData::from_bytes(elem, shape, bytes.into())
+    }
+
+    /// All real values (dequantised).
+    pub fn to_reals(&self) -> Vec<f64> {
+        (0..self.len()).map(|i| self.get_real(i)).collect()
+    }
+
     /// Decodes element `i` of an integer (or bool, or quantised) tensor exactly.
     /// Floating-point elements are truncated toward zero.
     pub fn get_i64(&self, i: usize) -> i64 {

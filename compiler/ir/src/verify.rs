@@ -10,7 +10,7 @@
 use crate::attrs::{AttrData, AttrKind};
 use crate::context::{Context, Use, ValueDef};
 use crate::diag::Diagnostic;
-use crate::registry::OpTraits;
+use crate::registry::{OpCx, OpDef, OpTraits};
 use crate::types::{Dim, TypeData};
 use crate::{Attr, BlockId, OpId, Ty};
 use std::collections::HashSet;
@@ -59,6 +59,42 @@ pub fn attr_has_kind(ctx: &Context, attr: Attr, kind: AttrKind) -> bool {
         AttrKind::Dense => matches!(data, AttrData::Dense(_)),
         AttrKind::SymbolRef => matches!(data, AttrData::SymbolRef(_)),
     }
+}
+
+/// Checks attributes against an op definition: required ones present, kinds
+/// right, no unknown keys (keys starting with `_` are free-form).
+pub fn check_attrs(ctx: &Context, def: &OpDef, attrs: &[(crate::Sym, Attr)]) -> Vec<String> {
+    let mut errs = check_attr_specs(ctx, def, attrs);
+    errs.extend(check_unknown_attrs(ctx, def, attrs));
+    errs
+}
+
+fn check_attr_specs(ctx: &Context, def: &OpDef, attrs: &[(crate::Sym, Attr)]) -> Vec<String> {
+    let mut errs = Vec::new();
+    let find = |name: &str| attrs.iter().find(|(k, _)| ctx.str(*k) == name).map(|&(_, a)| a);
+    for spec in def.attrs {
+        match find(spec.name) {
+            None if spec.required => errs.push(format!("requires attribute `{}`", spec.name)),
+            Some(a) if !attr_has_kind(ctx, a, spec.kind) => {
+                errs.push(format!("attribute `{}` must be {}", spec.name, spec.kind.describe()))
+            }
+            _ => {}
+        }
+    }
+    errs
+}
+
+fn check_unknown_attrs(ctx: &Context, def: &OpDef, attrs: &[(crate::Sym, Attr)]) -> Vec<String> {
+    let mut errs = Vec::new();
+    for &(k, _) in attrs {
+        let key = ctx.str(k);
+        if !key.starts_with('_') && !def.attrs.iter().any(|s| s.name == key) {
+            let known: Vec<_> = def.attrs.iter().map(|s| s.name).collect();
+            let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+            errs.push(format!("has unknown attribute `{key}` (accepted: {known})"));
+        }
+    }
+    errs
 }
 
 impl Verifier<'_> {
@@ -127,21 +163,33 @@ impl Verifier<'_> {
             if def.regions != data.regions.len() {
                 self.err(op, format!("expects {} regions, has {}", def.regions, data.regions.len()));
             }
-            for spec in def.attrs {
-                match ctx.op_attr(op, spec.name) {
-                    None if spec.required => self.err(op, format!("requires attribute `{}`", spec.name)),
-                    Some(a) if !attr_has_kind(ctx, a, spec.kind) => {
-                        self.err(op, format!("attribute `{}` must be {}", spec.name, spec.kind.describe()))
-                    }
-                    _ => {}
-                }
+            let spec_errors = check_attr_specs(ctx, &def, &data.attrs);
+            let attrs_ok = spec_errors.is_empty();
+            for m in spec_errors.into_iter().chain(check_unknown_attrs(ctx, &def, &data.attrs)) {
+                self.err(op, m);
             }
-            for &(k, _) in &data.attrs {
-                let key = ctx.str(k);
-                if !key.starts_with('_') && !def.attrs.iter().any(|s| s.name == key) {
-                    let known: Vec<_> = def.attrs.iter().map(|s| s.name).collect();
-                    let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
-                    self.err(op, format!("has unknown attribute `{key}` (accepted: {known})"));
+            if let Some(infer) = def.infer.filter(|_| attrs_ok && def.operands.accepts(data.operands.len())) {
+                let operand_types: Vec<Ty> = data.operands.iter().map(|&v| ctx.value_type(v)).collect();
+                let cx = OpCx::of_op(ctx, op, &operand_types, &[]);
+                match infer(&cx) {
+                    Err(m) => self.err(op, m),
+                    Ok(types) if types.len() != data.results.len() => {
+                        self.err(op, format!("infers {} results but declares {}", types.len(), data.results.len()))
+                    }
+                    Ok(types) => {
+                        for (i, (t, &r)) in types.iter().zip(&data.results).enumerate() {
+                            if ctx.ty(ctx.value_type(r)) != t {
+                                self.err(
+                                    op,
+                                    format!(
+                                        "result #{i} has type {} but its operands and attributes give {}",
+                                        crate::print::type_to_string(ctx, ctx.value_type(r)),
+                                        crate::print::type_data_to_string(ctx, t)
+                                    ),
+                                );
+                            }
+                        }
+                    }
                 }
             }
             if def.traits.contains(OpTraits::TERMINATOR) {

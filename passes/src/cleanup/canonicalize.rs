@@ -14,7 +14,7 @@
 //!
 //! ```text
 //! %c = graph.const() {value = dense<0.0> : tensor<4xf32>} : …
-//! %0 = graph.add(%x, %c) : …
+//! %0 = graph.elemwise(%x, %c) {mode = "add"} : …
 //! return(%0)
 //! ```
 //! becomes `return(%x)`.
@@ -22,7 +22,8 @@
 use super::is_trivially_dead;
 use strata_ir::pass::{Changed, OptionKind, OptionSpec, Pass, PassError, PassInfo, PassOptions, PassStats};
 use strata_ir::{
-    AttrData, Context, DenseAttr, DenseStorage, FoldResult, InsertPoint, OpBuild, OpId, OpTraits, Rewriter, TensorData,
+    AttrData, Context, DenseAttr, DenseStorage, FoldResult, InsertPoint, OpBuild, OpCx, OpId, OpTraits, Rewriter,
+    TensorData,
 };
 
 /// The pass.
@@ -114,7 +115,9 @@ impl Canonicalize {
             }
         }
         // An op the evaluator rejects (e.g. an unsupported dtype) simply does not fold.
-        let outs = eval(ctx, op, &inputs).ok()?;
+        let operand_types: Vec<_> = data.operands.iter().map(|&v| ctx.value_type(v)).collect();
+        let result_types: Vec<_> = data.results.iter().map(|&v| ctx.value_type(v)).collect();
+        let outs = eval(&OpCx::of_op(ctx, op, &operand_types, &result_types), &inputs).ok()?;
         Some(outs.into_iter().map(FoldResult::Const).collect())
     }
 }
@@ -160,25 +163,25 @@ mod tests {
     fn folds_identities_and_constants() {
         let out = run(
             "canonicalize",
-            "func @f(%x: tensor<2xf32>) -> (tensor<2xf32>, tensor<2xf32>) {
+            r#"func @f(%x: tensor<2xf32>) -> (tensor<2xf32>, tensor<2xf32>) {
   %zero = graph.const() {value = dense<0.0> : tensor<2xf32>} : () -> tensor<2xf32>
   %one = graph.const() {value = dense<1.0> : tensor<2xf32>} : () -> tensor<2xf32>
   %c = graph.const() {value = dense<[-1.5, 2.5]> : tensor<2xf32>} : () -> tensor<2xf32>
-  %a = graph.add(%x, %zero) : (tensor<2xf32>, tensor<2xf32>) -> tensor<2xf32>
-  %b = graph.mul(%one, %a) : (tensor<2xf32>, tensor<2xf32>) -> tensor<2xf32>
-  %r1 = graph.relu(%b) : (tensor<2xf32>) -> tensor<2xf32>
-  %r2 = graph.relu(%r1) : (tensor<2xf32>) -> tensor<2xf32>
-  %k = graph.relu(%c) : (tensor<2xf32>) -> tensor<2xf32>
-  %k2 = graph.add(%k, %c) : (tensor<2xf32>, tensor<2xf32>) -> tensor<2xf32>
+  %a = graph.elemwise(%x, %zero) {mode = "add"} : (tensor<2xf32>, tensor<2xf32>) -> tensor<2xf32>
+  %b = graph.elemwise(%one, %a) {mode = "mul"} : (tensor<2xf32>, tensor<2xf32>) -> tensor<2xf32>
+  %r1 = graph.elemwise(%b) {mode = "relu"} : (tensor<2xf32>) -> tensor<2xf32>
+  %r2 = graph.elemwise(%r1) {mode = "relu"} : (tensor<2xf32>) -> tensor<2xf32>
+  %k = graph.elemwise(%c) {mode = "relu"} : (tensor<2xf32>) -> tensor<2xf32>
+  %k2 = graph.elemwise(%k, %c) {mode = "add"} : (tensor<2xf32>, tensor<2xf32>) -> tensor<2xf32>
   return(%r2, %k2)
-}",
+}"#,
         );
-        insta::assert_snapshot!(out, @"
+        insta::assert_snapshot!(out, @r#"
         func @f(%x: tensor<2xf32>) -> (tensor<2xf32>, tensor<2xf32>) {
-          %r1 = graph.relu(%x) : (tensor<2xf32>) -> tensor<2xf32>
+          %r1 = graph.elemwise(%x) {mode = "relu"} : (tensor<2xf32>) -> tensor<2xf32>
           %0 = graph.const() {value = dense<[-1.5, 5.0]> : tensor<2xf32>} : () -> tensor<2xf32>
           return(%r1, %0)
         }
-        ");
+        "#);
     }
 }

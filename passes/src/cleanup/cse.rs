@@ -8,11 +8,11 @@
 //! enclosing block, never across an isolated-from-above op. Options: none.
 //!
 //! ```text
-//! %0 = graph.add(%x, %y) : …
-//! %1 = graph.add(%y, %x) : …
-//! %2 = graph.mul(%0, %1) : …
+//! %0 = graph.elemwise(%x, %y) {mode = "add"} : …
+//! %1 = graph.elemwise(%y, %x) {mode = "add"} : …
+//! %2 = graph.elemwise(%0, %1) {mode = "mul"} : …
 //! ```
-//! becomes `%0 = graph.add(%x, %y); %1 = graph.mul(%0, %0)`.
+//! becomes `%0 = graph.elemwise(%x, %y) {mode = "add"}; %1 = graph.elemwise(%0, %0) {mode = "mul"}`.
 
 use std::collections::HashMap;
 use strata_ir::pass::{Changed, Pass, PassError, PassInfo, PassOptions, PassStats};
@@ -45,7 +45,7 @@ fn key(ctx: &Context, op: OpId) -> Option<Key> {
         return None;
     }
     let mut operands = data.operands.clone();
-    if def.traits.contains(OpTraits::COMMUTATIVE) {
+    if def.is_commutative(ctx, op) {
         operands.sort();
     }
     Some(Key {
@@ -112,22 +112,22 @@ mod tests {
     fn merges_commutative_and_constants() {
         let out = run(
             "cse",
-            "func @f(%x: tensor<2xf32>, %y: tensor<2xf32>) -> tensor<2xf32> {
+            r#"func @f(%x: tensor<2xf32>, %y: tensor<2xf32>) -> tensor<2xf32> {
   %c0 = graph.const() {value = dense<[1.0, 2.0]> : tensor<2xf32>} : () -> tensor<2xf32>
   %c1 = graph.const() {value = dense<[1.0, 2.0]> : tensor<2xf32>} : () -> tensor<2xf32>
-  %a = graph.add(%x, %c0) : (tensor<2xf32>, tensor<2xf32>) -> tensor<2xf32>
-  %b = graph.add(%c1, %x) : (tensor<2xf32>, tensor<2xf32>) -> tensor<2xf32>
-  %m = graph.mul(%a, %b) : (tensor<2xf32>, tensor<2xf32>) -> tensor<2xf32>
+  %a = graph.elemwise(%x, %c0) {mode = "add"} : (tensor<2xf32>, tensor<2xf32>) -> tensor<2xf32>
+  %b = graph.elemwise(%c1, %x) {mode = "add"} : (tensor<2xf32>, tensor<2xf32>) -> tensor<2xf32>
+  %m = graph.elemwise(%a, %b) {mode = "mul"} : (tensor<2xf32>, tensor<2xf32>) -> tensor<2xf32>
   return(%m)
-}",
+}"#,
         );
-        insta::assert_snapshot!(out, @r"
+        insta::assert_snapshot!(out, @r#"
         func @f(%x: tensor<2xf32>, %y: tensor<2xf32>) -> tensor<2xf32> {
           %c0 = graph.const() {value = dense<[1.0, 2.0]> : tensor<2xf32>} : () -> tensor<2xf32>
-          %a = graph.add(%x, %c0) : (tensor<2xf32>, tensor<2xf32>) -> tensor<2xf32>
-          %m = graph.mul(%a, %a) : (tensor<2xf32>, tensor<2xf32>) -> tensor<2xf32>
+          %a = graph.elemwise(%x, %c0) {mode = "add"} : (tensor<2xf32>, tensor<2xf32>) -> tensor<2xf32>
+          %m = graph.elemwise(%a, %a) {mode = "mul"} : (tensor<2xf32>, tensor<2xf32>) -> tensor<2xf32>
           return(%m)
         }
-        ");
+        "#);
     }
 }

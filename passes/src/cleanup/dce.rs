@@ -5,11 +5,11 @@
 //! ops and terminators are kept. Options: none.
 //!
 //! ```text
-//! %0 = graph.relu(%x) : …          // unused
-//! %1 = graph.add(%x, %x) : …
+//! %0 = graph.elemwise(%x) {mode = "relu"} : …          // unused
+//! %1 = graph.elemwise(%x, %x) {mode = "add"} : …
 //! return(%1)
 //! ```
-//! becomes `%0 = graph.add(%x, %x) …; return(%0)`.
+//! becomes `%0 = graph.elemwise(%x, %x) {mode = "add"} …; return(%0)`.
 
 use super::is_trivially_dead;
 use strata_ir::pass::{Changed, Pass, PassError, PassInfo, PassOptions, PassStats};
@@ -62,18 +62,18 @@ mod tests {
     fn erases_dead_chain_keeps_live() {
         let out = run(
             "dce",
-            "func @f(%x: tensor<4xf32>) -> tensor<4xf32> {
-  %a = graph.relu(%x) : (tensor<4xf32>) -> tensor<4xf32>
-  %b = graph.relu(%a) : (tensor<4xf32>) -> tensor<4xf32>
-  %c = graph.add(%x, %x) : (tensor<4xf32>, tensor<4xf32>) -> tensor<4xf32>
+            r#"func @f(%x: tensor<4xf32>) -> tensor<4xf32> {
+  %a = graph.elemwise(%x) {mode = "relu"} : (tensor<4xf32>) -> tensor<4xf32>
+  %b = graph.elemwise(%a) {mode = "relu"} : (tensor<4xf32>) -> tensor<4xf32>
+  %c = graph.elemwise(%x, %x) {mode = "add"} : (tensor<4xf32>, tensor<4xf32>) -> tensor<4xf32>
   return(%c)
-}",
+}"#,
         );
-        insta::assert_snapshot!(out, @r"
+        insta::assert_snapshot!(out, @r#"
         func @f(%x: tensor<4xf32>) -> tensor<4xf32> {
-          %c = graph.add(%x, %x) : (tensor<4xf32>, tensor<4xf32>) -> tensor<4xf32>
+          %c = graph.elemwise(%x, %x) {mode = "add"} : (tensor<4xf32>, tensor<4xf32>) -> tensor<4xf32>
           return(%c)
         }
-        ");
+        "#);
     }
 }

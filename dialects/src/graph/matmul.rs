@@ -1,0 +1,5 @@
+//! Graph ops: matmul, batched_matmul (see `docs/graph-dialect.md`).
+
+use strata_ir::Registry;
+
+pub(crate) fn register(_r: &mut Registry) {}
