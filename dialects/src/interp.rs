@@ -69,16 +69,32 @@ pub fn check_tensor(ctx: &Context, ty: Ty, t: &TensorData, syms: &mut HashMap<St
 
 /// Runs function `name` of `module` on `inputs`.
 pub fn run(ctx: &Context, module: OpId, name: &str, inputs: &[TensorData]) -> Result<Vec<TensorData>, EvalError> {
+    run_observed(ctx, module, name, inputs, &mut |_, _| {})
+}
+
+/// [`run`], calling `observe(op, time)` after each op of the function's body.
+pub fn run_observed(
+    ctx: &Context,
+    module: OpId,
+    name: &str,
+    inputs: &[TensorData],
+    observe: &mut dyn FnMut(OpId, std::time::Duration),
+) -> Result<Vec<TensorData>, EvalError> {
     let f = lookup_function(ctx, module, name).ok_or_else(|| EvalError::NoFunction(name.to_string()))?;
-    run_function(ctx, f, inputs, 0)
+    run_function_observed(ctx, f, inputs, 0, observe)
 }
 
 /// Runs `func` on `inputs`.
-pub fn run_function(
+pub fn run_function(ctx: &Context, func: FuncOp, inputs: &[TensorData], depth: usize) -> Result<Vec<TensorData>, EvalError> {
+    run_function_observed(ctx, func, inputs, depth, &mut |_, _| {})
+}
+
+fn run_function_observed(
     ctx: &Context,
     func: FuncOp,
     inputs: &[TensorData],
     depth: usize,
+    observe: &mut dyn FnMut(OpId, std::time::Duration),
 ) -> Result<Vec<TensorData>, EvalError> {
     let fname = func.name(ctx).to_string();
     let input_err = |message: String| EvalError::Inputs { func: fname.clone(), message };
@@ -100,6 +116,7 @@ pub fn run_function(
     for (index, &op) in ctx.block(body).ops.iter().enumerate() {
         let op_err =
             |message: String| EvalError::Op { func: fname.clone(), op: ctx.op_name(op).to_string(), index, message };
+        let started = std::time::Instant::now();
         let data = ctx.op(op);
         let operands: Vec<TensorData> = data
             .operands
@@ -132,6 +149,7 @@ pub fn run_function(
             check_tensor(ctx, ctx.value_type(r), t, &mut syms).map_err(|m| op_err(format!("result #{i}: {m}")))?;
         }
         env.extend(data.results.iter().copied().zip(results));
+        observe(op, started.elapsed());
     }
     Err(input_err("body does not end in a return".into()))
 }

@@ -7,6 +7,7 @@
 //! - [`interp`]: runs a function op by op with each op's reference `eval`;
 //!   the correctness oracle for every optimised path.
 
+pub mod apply;
 pub mod func;
 pub mod graph;
 pub mod interp;
