@@ -242,3 +242,43 @@ impl Module for PreprocessNet {
         p
     }
 }
+
+/// Floating-point operations of one run of `main` in `module` (multiply-adds
+/// count 2; other ops one per output element), with symbolic dims taken as `batch`.
+pub fn flops(ctx: &strata_ir::Context, module: strata_ir::OpId, batch: u64) -> u64 {
+    let dims = |v: strata_ir::ValueId| -> Vec<u64> {
+        ctx.value_tensor(v)
+            .map(|t| t.shape.iter().map(|d| d.fixed().unwrap_or(batch)).collect())
+            .unwrap_or_default()
+    };
+    let numel = |v| dims(v).iter().product::<u64>();
+    let mut total = 0u64;
+    for op in ctx.walk(module) {
+        let data = ctx.op(op);
+        let Some(&out) = data.results.first() else { continue };
+        let f = match ctx.op_name(op) {
+            "graph.conv2d" | "graph.conv_bias" => {
+                let w = dims(data.operands[1]);
+                2 * numel(out) * w.iter().skip(1).product::<u64>()
+                    + if ctx.op_name(op) == "graph.conv_bias" { numel(out) } else { 0 }
+            }
+            "graph.conv_transpose2d" => {
+                let w = dims(data.operands[1]);
+                2 * numel(data.operands[0]) * w.iter().skip(1).product::<u64>()
+            }
+            "graph.matmul" | "graph.batched_matmul" => {
+                let a = dims(data.operands[0]);
+                let k = if ctx.op_attr(op, "transpose_a").is_some_and(|t| matches!(ctx.attr(t), strata_ir::AttrData::Bool(true))) {
+                    a[a.len() - 2]
+                } else {
+                    a[a.len() - 1]
+                };
+                2 * numel(out) * k
+            }
+            "graph.const" | "graph.param" => 0,
+            _ => numel(out),
+        };
+        total += f;
+    }
+    total
+}

@@ -1,54 +1,101 @@
-//! `strata demo`: the main job on a built-in model.
+//! `strata demo`: the main job on a built-in model — trace resnet18, show the
+//! recorded graph, compile it, replay through the compiled graph, and check the
+//! result against eager execution.
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use clap::Args;
-use strata::driver::{OptConfig, parse_and_verify, pass_manager};
-use strata::ir::pass::Instrumentation;
-use strata::ir::{PrintOptions, Source, print_module};
-use strata::passes::check::{compare, random_inputs};
-use strata::passes::pipelines::OptLevel;
-
-const DEMO: &str = include_str!("../../examples/demo.strata");
+use std::time::Instant;
+use strata::ir::PrintOptions;
+use strata::{Tensor, TraceOptions, trace, zoo};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Opt level of the pipeline to run (-3..=3).
+    /// Zoo model to trace.
+    #[arg(long, default_value = "resnet18")]
+    model: String,
+    /// Input height and width (for image models).
+    #[arg(long, default_value_t = 224)]
+    size: usize,
+    /// Opt level of the compiled graph (-3..=3).
     #[arg(short = 'O', long = "opt-level", default_value_t = 2, allow_hyphen_values = true)]
     opt_level: i64,
+    /// Print the full recorded graph (default: the first and last lines).
+    #[arg(long)]
+    full: bool,
+}
+
+fn excerpt(text: &str, full: bool) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    if full || lines.len() <= 40 {
+        return text.to_string();
+    }
+    let mut out = lines[..24].join("\n");
+    out.push_str(&format!("\n  … {} more lines (--full prints them) …\n", lines.len() - 34));
+    out.push_str(&lines[lines.len() - 10..].join("\n"));
+    out.push('\n');
+    out
 }
 
 pub fn run(args: DemoArgs) -> Result<()> {
-    let level = OptLevel::new(args.opt_level)?;
-    let source = Source::new("examples/demo.strata", DEMO);
-    let mut ctx = strata::dialects::context();
-    let module = parse_and_verify(&mut ctx, &source, false)?;
-    let print_options = PrintOptions::default();
-    println!("== input (examples/demo.strata) ==\n{}", print_module(&ctx, module, &print_options));
-    let before = ctx.clone();
-    println!("== pipeline for -O{level}: {} ==\n", level.pipeline());
-    let config = OptConfig {
-        opt_level: Some(level),
-        instrumentation: Instrumentation {
-            verify_each: true,
-            print_after_all: true,
-            print_options: print_options.clone(),
-            ..Instrumentation::default()
-        },
-        ..OptConfig::default()
-    };
-    let registry = strata::passes::registry();
-    let report = pass_manager(&registry, &config)?.with_sink(Box::new(std::io::stdout())).run(&mut ctx, module)?;
-    print!("{}", report.timing_table());
-    println!("\n== output ==\n{}", print_module(&ctx, module, &print_options));
-    let inputs = random_inputs(&before, module, "residual", 42).map_err(anyhow::Error::msg)?;
-    let expected = strata::dialects::interp::run(&before, module, "residual", &inputs).context("reference run")?;
-    let actual = strata::dialects::interp::run(&ctx, module, "residual", &inputs).context("optimised run")?;
-    compare(&expected, &actual).map_err(anyhow::Error::msg)?;
-    let ops = |c: &strata::ir::Context| c.walk(module).len();
+    let model = zoo::build(&args.model, 0)?;
+    let mut shape = model.input_shape.clone();
+    if shape.len() == 4 && model.input_elem == strata::ElemType::F32 {
+        shape[2] = args.size;
+        shape[3] = args.size;
+    }
+    let x = Tensor::uniform(&shape, -1.0, 1.0, 42)?;
+    println!("== {}: {} parameters, input {:?} ==", model.name, model.num_params(), shape);
+    let opts = TraceOptions { capture_as_const: true, profiling: true, opt_level: args.opt_level, ..TraceOptions::default() };
+    let mut traced = trace(|a: &[Tensor]| model.forward(&a[0]), opts)?;
+
+    let t0 = Instant::now();
+    let eager = traced.call(&[x.clone()]).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("call 1: recorded and ran eagerly in {:.2?}", t0.elapsed());
+    let recorded = traced.recorded_ir(&PrintOptions::default())?;
+    println!("\n== recorded graph (graph dialect, constants elided) ==\n{}", excerpt(&recorded, args.full));
+
+    let t1 = Instant::now();
+    let compiled_out = traced.call(&[x.clone()]).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("call 2: compiled at -O{} and replayed in {:.2?}", args.opt_level, t1.elapsed());
+    let t2 = Instant::now();
+    let again = traced.call(&[x]).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("call 3: replayed in {:.2?}", t2.elapsed());
+
+    let (ctx, module) = traced.compiled_module().context("compiled module")?;
+    let ops_before = recorded.matches(" = graph.").count();
+    let ops_after = ctx.walk(module).iter().filter(|&&o| ctx.op_name(o).starts_with("graph.")).count();
     println!(
-        "== check: optimised @residual matches the reference evaluator on random inputs ({} ops -> {} ops) ==",
-        ops(&before),
-        ops(&ctx)
+        "compiled graph: {ops_before} -> {ops_after} graph ops, {:.1} MFLOPs per run",
+        zoo::flops(ctx, module, 1) as f64 / 1e6
     );
+
+    let want = eager.to_vec()?;
+    let mut max_diff = 0f32;
+    for out in [&compiled_out, &again] {
+        let got = out.to_vec()?;
+        for (a, b) in want.iter().zip(&got) {
+            max_diff = max_diff.max((a - b).abs());
+        }
+    }
+    println!("output {:?}: first values {:?}", eager.shape(), &want[..want.len().min(5)]);
+    if max_diff > 1e-4 {
+        bail!("compiled results differ from eager execution by {max_diff}");
+    }
+    println!("== check: compiled runs match eager execution (max |diff| = {max_diff:e}) ==");
+
+    if let Some(p) = traced.get_profile() {
+        let mut ops = p.ops.clone();
+        ops.sort_by(|a, b| b.total.cmp(&a.total));
+        println!("\n== profile of {} compiled runs (reference executor), slowest ops ==", p.runs);
+        for o in ops.iter().take(8) {
+            println!(
+                "  #{:<4} {:<24} {:>10.2?}  {}",
+                o.index,
+                o.op,
+                o.total / o.calls.max(1) as u32,
+                o.loc.as_deref().unwrap_or("")
+            );
+        }
+    }
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 mod demo;
 mod opt;
+mod zoo;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -18,8 +19,12 @@ struct Cli {
 enum Command {
     /// Parse, verify, optimise and print IR (like mlir-opt).
     Opt(opt::OptArgs),
-    /// Run the built-in demo model through the pipeline, printing every stage.
+    /// Trace the built-in demo model (resnet18), showing the graph and its runs.
     Demo(demo::DemoArgs),
+    /// List the model zoo with parameter counts and FLOPs.
+    Zoo(zoo::ZooArgs),
+    /// Trace a zoo model and print (or write) its graph-dialect IR.
+    Trace(zoo::TraceArgs),
 }
 
 fn init_logging() {
@@ -35,6 +40,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Opt(args) => opt::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Zoo(args) => zoo::run_zoo(args),
+        Command::Trace(args) => zoo::run_trace(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
