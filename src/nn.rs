@@ -17,6 +17,10 @@ pub trait Module {
     fn params(&self) -> Vec<Tensor>;
     /// Switches training mode (only layers that care react).
     fn set_training(&self, _training: bool) {}
+    /// Number of learnable parameter elements (running statistics are not learnable).
+    fn num_learnable(&self) -> usize {
+        self.params().iter().map(Tensor::numel).sum()
+    }
 }
 
 fn kaiming(shape: &[usize], fan_in: usize, seed: u64, name: String) -> Result<Tensor> {
@@ -146,6 +150,10 @@ impl Module for BatchNorm2d {
     fn set_training(&self, training: bool) {
         self.training.set(training);
     }
+
+    fn num_learnable(&self) -> usize {
+        self.scale.numel() + self.bias.numel()
+    }
 }
 
 /// `max(x, 0)`.
@@ -270,6 +278,10 @@ impl Module for Sequential {
             m.set_training(training);
         }
     }
+
+    fn num_learnable(&self) -> usize {
+        self.0.iter().map(|m| m.num_learnable()).sum()
+    }
 }
 
 /// A residual block: `relu(body(x) + shortcut(x))` (identity shortcut when `None`).
@@ -306,5 +318,9 @@ impl Module for Residual {
         if let Some(s) = &self.shortcut {
             s.set_training(training);
         }
+    }
+
+    fn num_learnable(&self) -> usize {
+        self.body.num_learnable() + self.shortcut.as_ref().map_or(0, |s| s.num_learnable())
     }
 }

@@ -47,9 +47,9 @@ impl Model {
         Tensor::uniform(&shape, -1.0, 1.0, seed)
     }
 
-    /// Number of parameter elements.
+    /// Number of learnable parameter elements (as frameworks usually count them).
     pub fn num_params(&self) -> usize {
-        self.net.params().iter().map(Tensor::numel).sum()
+        self.net.num_learnable()
     }
 
     /// Applies the network.

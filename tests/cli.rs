@@ -161,3 +161,33 @@ fn rust_log_is_honoured() {
     let out = child.wait_with_output().unwrap();
     assert!(text(&out.stderr).contains("pass finished"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn zoo_lists_models_with_params_and_flops() {
+    let out = strata(&["zoo"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    for name in ["mlp", "lenet", "resnet18", "resnet50", "mobilenet_v2", "preprocess_net", "resblock"] {
+        assert!(s.contains(name), "{name} missing:\n{s}");
+    }
+    // resnet18: 11.7 M parameters, about 3.6 GFLOPs at 224x224.
+    let line = s.lines().find(|l| l.starts_with("resnet18")).unwrap();
+    assert!(line.contains("11689512"), "{line}");
+}
+
+#[test]
+fn trace_writes_ir_that_opt_accepts() {
+    let dir = std::env::temp_dir().join(format!("strata-cli-trace-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("lenet.strata");
+    let out = strata(&["trace", "lenet", "--record-only", "--batch", "2", "-o", file.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ir = std::fs::read_to_string(&file).unwrap();
+    assert!(ir.contains("graph.conv2d") && ir.contains("tensor<?Nx1x28x28xf32>"), "{ir}");
+    let opt = strata(&["opt", file.to_str().unwrap(), "-O", "2"], None);
+    assert!(opt.status.success(), "{}", text(&opt.stderr));
+    let fixed = strata(&["trace", "mlp", "--symbolic-shape=false", "--batch", "3"], None);
+    assert!(text(&fixed.stdout).contains("tensor<3x784xf32>"), "{}", text(&fixed.stdout));
+    let bad = strata(&["trace", "nosuchnet"], None);
+    assert!(!bad.status.success() && text(&bad.stderr).contains("unknown model"));
+}

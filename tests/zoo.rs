@@ -1,0 +1,60 @@
+//! Zoo models: traced and compiled runs agree with eager execution (the
+//! reference evaluator), and the traced IR of the small models is pinned.
+
+use strata::ir::PrintOptions;
+use strata::{Tensor, TraceOptions, trace, zoo};
+
+fn input_for(model: &zoo::Model, batch: usize, seed: u64) -> Tensor {
+    let mut shape = model.input_shape_for(batch);
+    if matches!(model.name, "resnet18" | "resnet50" | "mobilenet_v2") {
+        shape[2] = 32;
+        shape[3] = 32;
+    }
+    if model.input_elem == strata::ElemType::U8 {
+        let data = strata::ir::TensorData::random_uniform(strata::ElemType::U8, shape, 0.0, 256.0, seed).unwrap();
+        return Tensor::from_data(data).unwrap();
+    }
+    Tensor::uniform(&shape, -1.0, 1.0, seed).unwrap()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    let (a, b) = (a.to_vec().unwrap(), b.to_vec().unwrap());
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn every_model_traces_compiles_and_matches_eager() {
+    for name in zoo::MODELS {
+        let model = zoo::build(name, 7).unwrap();
+        let opts = TraceOptions { capture_as_const: true, ..TraceOptions::default() };
+        let mut traced = trace(|a: &[Tensor]| model.forward(&a[0]), opts).unwrap();
+        let x = input_for(&model, 2, 1);
+        let eager = model.forward(&x).unwrap();
+        let recorded = traced.call(&[x.clone()]).unwrap();
+        let compiled = traced.call(&[x]).unwrap();
+        assert!(max_diff(&eager, &recorded) == 0.0, "{name}: recording changed results");
+        let d = max_diff(&eager, &compiled);
+        assert!(d <= 1e-4, "{name}: compiled differs by {d}");
+        // A new batch size replays through the same (batch-polymorphic) graph.
+        let x3 = input_for(&model, 3, 2);
+        let y3 = traced.call(&[x3.clone()]).unwrap();
+        let d3 = max_diff(&model.forward(&x3).unwrap(), &y3);
+        assert!(d3 <= 1e-4, "{name}: batch 3 differs by {d3}");
+    }
+}
+
+fn recorded_ir(name: &str) -> String {
+    let model = zoo::build(name, 0).unwrap();
+    let opts = TraceOptions { record_only: true, ..TraceOptions::default() };
+    let mut traced = trace(|a: &[Tensor]| model.forward(&a[0]), opts).unwrap();
+    traced.call(&[model.random_input(1, 0).unwrap()]).unwrap();
+    traced.recorded_ir(&PrintOptions::default()).unwrap()
+}
+
+#[test]
+fn traced_ir_snapshots() {
+    for name in ["mlp", "lenet", "resblock", "preprocess_net"] {
+        insta::assert_snapshot!(format!("traced_{name}"), recorded_ir(name));
+    }
+}
