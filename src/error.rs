@@ -26,7 +26,7 @@ pub enum Error {
     },
     /// A traced call did not match the recorded one.
     #[error(transparent)]
-    Trace(#[from] TraceError),
+    Trace(Box<TraceError>),
     /// An option or feature that is not implemented yet.
     #[error("not supported yet: {0}")]
     Unsupported(String),
@@ -36,6 +36,12 @@ pub enum Error {
     /// Invalid arguments to an API call.
     #[error("{0}")]
     Invalid(String),
+}
+
+impl From<TraceError> for Error {
+    fn from(e: TraceError) -> Self {
+        Error::Trace(Box::new(e))
+    }
 }
 
 /// `Result` with [`Error`].

@@ -41,13 +41,24 @@ pub struct Conv2d {
 impl Conv2d {
     /// A `k × k` convolution from `cin` to `cout` channels.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(name: &str, cin: usize, cout: usize, k: usize, stride: usize, pad: usize, group: usize, bias: bool, seed: u64) -> Result<Conv2d> {
-        if group == 0 || cin % group != 0 || cout % group != 0 {
+    pub fn new(
+        name: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        group: usize,
+        bias: bool,
+        seed: u64,
+    ) -> Result<Conv2d> {
+        if group == 0 || !cin.is_multiple_of(group) || !cout.is_multiple_of(group) {
             return Err(Error::Invalid(format!("{name}: {cin}->{cout} channels do not split into {group} groups")));
         }
         let fan_in = cin / group * k * k;
         let weight = kaiming(&[cout, cin / group, k, k], fan_in, seed, format!("{name}.weight"))?;
-        let bias = if bias { Some(kaiming(&[1, cout, 1, 1], fan_in, seed ^ 0xb1a5, format!("{name}.bias"))?) } else { None };
+        let bias =
+            if bias { Some(kaiming(&[1, cout, 1, 1], fan_in, seed ^ 0xb1a5, format!("{name}.bias"))?) } else { None };
         Ok(Conv2d { weight, bias, params: ConvParams::new(stride, pad).group(group) })
     }
 }

@@ -215,7 +215,12 @@ impl Tensor {
         Ok(t)
     }
 
-    fn from_reals_at(values: &[f64], shape: &[usize], elem: ElemType, loc: &'static Location<'static>) -> Result<Tensor> {
+    fn from_reals_at(
+        values: &[f64],
+        shape: &[usize],
+        elem: ElemType,
+        loc: &'static Location<'static>,
+    ) -> Result<Tensor> {
         let data = TensorData::from_reals(elem, shape.to_vec(), values).map_err(|e| invalid(loc, "tensor", e))?;
         Tensor::from_data_at(data, loc)
     }
@@ -314,13 +319,19 @@ impl Tensor {
             let mut ctx = ctx.borrow_mut();
             let datas: Vec<TensorData> = inputs.iter().map(|t| t.peek_data(loc)).collect::<Result<_>>()?;
             let attrs = intern_attrs(&mut ctx, &attrs);
-            let outs = strata_dialects::apply::eval(&mut ctx, name, &datas, &attrs).map_err(|m| op_error(name, m, loc))?;
+            let outs =
+                strata_dialects::apply::eval(&mut ctx, name, &datas, &attrs).map_err(|m| op_error(name, m, loc))?;
             Ok(outs.into_iter().map(Tensor::with_data).collect())
         })
     }
 
     /// [`Tensor::apply`] for single-result ops.
-    pub fn apply1(name: &'static str, inputs: &[&Tensor], attrs: Attrs, loc: &'static Location<'static>) -> Result<Tensor> {
+    pub fn apply1(
+        name: &'static str,
+        inputs: &[&Tensor],
+        attrs: Attrs,
+        loc: &'static Location<'static>,
+    ) -> Result<Tensor> {
         let mut outs = Tensor::apply(name, inputs, attrs, loc)?;
         if outs.len() != 1 {
             return Err(op_error(name, format!("expected one result, got {}", outs.len()), loc));

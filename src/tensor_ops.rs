@@ -232,7 +232,14 @@ impl Tensor {
 
     /// `nonlinearity(conv2d(self, w) + bias [+ z])`.
     #[track_caller]
-    pub fn conv_bias(&self, w: &Tensor, bias: &Tensor, z: Option<&Tensor>, p: ConvParams, nl: Nonlinearity) -> Result<Tensor> {
+    pub fn conv_bias(
+        &self,
+        w: &Tensor,
+        bias: &Tensor,
+        z: Option<&Tensor>,
+        p: ConvParams,
+        nl: Nonlinearity,
+    ) -> Result<Tensor> {
         let mut inputs = vec![self, w, bias];
         inputs.extend(z);
         let mut attrs = p.attrs();
@@ -330,7 +337,14 @@ impl Tensor {
 
     /// Inference batch normalisation with `[1, C, 1, 1]` statistics.
     #[track_caller]
-    pub fn batch_norm(&self, scale: &Tensor, bias: &Tensor, mean: &Tensor, var: &Tensor, epsilon: f64) -> Result<Tensor> {
+    pub fn batch_norm(
+        &self,
+        scale: &Tensor,
+        bias: &Tensor,
+        mean: &Tensor,
+        var: &Tensor,
+        epsilon: f64,
+    ) -> Result<Tensor> {
         Tensor::apply1(
             "graph.batch_norm",
             &[self, scale, bias, mean, var],
@@ -418,7 +432,14 @@ impl Tensor {
 
     /// Perspective warp by `[N, 3, 3]` matrices to `[OH, OW]`.
     #[track_caller]
-    pub fn warp_perspective(&self, mat: &Tensor, output: [usize; 2], imode: &str, border_mode: &str, border_value: f64) -> Result<Tensor> {
+    pub fn warp_perspective(
+        &self,
+        mat: &Tensor,
+        output: [usize; 2],
+        imode: &str,
+        border_mode: &str,
+        border_value: f64,
+    ) -> Result<Tensor> {
         let attrs = vec![
             ("border_mode", A::Str(border_mode.into())),
             ("border_value", A::Float(border_value)),

@@ -12,7 +12,9 @@
 //! | `resblock` | `f32 [N, 16, 16, 16]` | relu(conv(x) + bias + x): the conv_bias + z pattern |
 
 use crate::error::{Error, Result};
-use crate::nn::{BatchNorm2d, Conv2d, GlobalAvgPoolFlatten, Linear, MaxPool2d, Module, ReLU, ReLU6, Residual, Sequential};
+use crate::nn::{
+    BatchNorm2d, Conv2d, GlobalAvgPoolFlatten, Linear, MaxPool2d, Module, ReLU, ReLU6, Residual, Sequential,
+};
 use crate::tensor::Tensor;
 use strata_ir::ElemType;
 
@@ -102,7 +104,17 @@ fn lenet(seed: u64) -> Result<Sequential> {
     Ok(s)
 }
 
-fn conv_bn(s: &mut Sequential, name: &str, cin: usize, cout: usize, k: usize, stride: usize, group: usize, seed: u64) -> Result<()> {
+#[allow(clippy::too_many_arguments)]
+fn conv_bn(
+    s: &mut Sequential,
+    name: &str,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    group: usize,
+    seed: u64,
+) -> Result<()> {
     s.push(Conv2d::new(&format!("{name}.conv"), cin, cout, k, stride, k / 2, group, false, seed)?);
     s.push(BatchNorm2d::new(&format!("{name}.bn"), cout, seed + 1)?);
     Ok(())
@@ -154,7 +166,8 @@ fn mobilenet_v2(seed: u64) -> Result<Sequential> {
     let mut net = Sequential::new();
     conv_bn(&mut net, "features.0", 3, 32, 3, 2, 1, seed)?;
     net.push(ReLU6);
-    let config = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)];
+    let config =
+        [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)];
     let mut cin = 32;
     let mut s = seed + 10;
     let mut idx = 1;
@@ -247,9 +260,7 @@ impl Module for PreprocessNet {
 /// count 2; other ops one per output element), with symbolic dims taken as `batch`.
 pub fn flops(ctx: &strata_ir::Context, module: strata_ir::OpId, batch: u64) -> u64 {
     let dims = |v: strata_ir::ValueId| -> Vec<u64> {
-        ctx.value_tensor(v)
-            .map(|t| t.shape.iter().map(|d| d.fixed().unwrap_or(batch)).collect())
-            .unwrap_or_default()
+        ctx.value_tensor(v).map(|t| t.shape.iter().map(|d| d.fixed().unwrap_or(batch)).collect()).unwrap_or_default()
     };
     let numel = |v| dims(v).iter().product::<u64>();
     let mut total = 0u64;
@@ -268,7 +279,10 @@ pub fn flops(ctx: &strata_ir::Context, module: strata_ir::OpId, batch: u64) -> u
             }
             "graph.matmul" | "graph.batched_matmul" => {
                 let a = dims(data.operands[0]);
-                let k = if ctx.op_attr(op, "transpose_a").is_some_and(|t| matches!(ctx.attr(t), strata_ir::AttrData::Bool(true))) {
+                let k = if ctx
+                    .op_attr(op, "transpose_a")
+                    .is_some_and(|t| matches!(ctx.attr(t), strata_ir::AttrData::Bool(true)))
+                {
                     a[a.len() - 2]
                 } else {
                     a[a.len() - 1]

@@ -1,5 +1,7 @@
 //! `trace()` tests, ported in spirit from MegEngine's `test_tracing.py`.
 
+#![allow(clippy::cloned_ref_to_slice_refs)] // `&[x.clone()]` reads better in tests
+
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -40,8 +42,12 @@ fn record_compile_replay_matches_eager() {
 
 #[test]
 fn outputs_as_tuple_vec_and_map() {
-    let mut tup = trace(|a: &[Tensor]| -> R<(Tensor, Tensor)> { Ok((a[0].relu()?, a[0].neg()?)) }, TraceOptions::default()).unwrap();
-    let mut vec = trace(|a: &[Tensor]| -> R<Vec<Tensor>> { Ok(vec![a[0].abs()?, a[0].clone()]) }, TraceOptions::default()).unwrap();
+    let mut tup =
+        trace(|a: &[Tensor]| -> R<(Tensor, Tensor)> { Ok((a[0].relu()?, a[0].neg()?)) }, TraceOptions::default())
+            .unwrap();
+    let mut vec =
+        trace(|a: &[Tensor]| -> R<Vec<Tensor>> { Ok(vec![a[0].abs()?, a[0].clone()]) }, TraceOptions::default())
+            .unwrap();
     let mut map = trace(
         |a: &[Tensor]| -> R<BTreeMap<String, Tensor>> {
             Ok(BTreeMap::from([("b".to_string(), a[0].exp()?), ("a".to_string(), a[0].neg()?)]))
@@ -89,7 +95,8 @@ fn operator_mismatch_reports_index_and_location() {
 fn constants_are_checked() {
     let k = Rc::new(Cell::new(1.0));
     let k2 = k.clone();
-    let mut traced = trace(move |a: &[Tensor]| -> R<Tensor> { a[0].add_scalar(k2.get()) }, TraceOptions::default()).unwrap();
+    let mut traced =
+        trace(move |a: &[Tensor]| -> R<Tensor> { a[0].add_scalar(k2.get()) }, TraceOptions::default()).unwrap();
     let x = t(&[1.0], &[1]);
     traced.call(&[x.clone()]).unwrap();
     assert_eq!(traced.call(&[x.clone()]).unwrap().to_vec().unwrap(), vec![2.0]);
@@ -118,7 +125,8 @@ fn capture_as_const_checks_captured_values() {
 fn captured_tensors_are_inputs_without_capture_as_const() {
     let w = Rc::new(std::cell::RefCell::new(t(&[2.0], &[1])));
     let w2 = w.clone();
-    let mut traced = trace(move |a: &[Tensor]| -> R<Tensor> { a[0].mul(&w2.borrow()) }, TraceOptions::default()).unwrap();
+    let mut traced =
+        trace(move |a: &[Tensor]| -> R<Tensor> { a[0].mul(&w2.borrow()) }, TraceOptions::default()).unwrap();
     let x = t(&[3.0], &[1]);
     traced.call(&[x.clone()]).unwrap();
     traced.call(&[x.clone()]).unwrap();
@@ -226,7 +234,10 @@ fn argument_checks() {
     let ints = Tensor::from_reals(&[1.0, 2.0], &[1, 2], strata::ElemType::I32).unwrap();
     assert!(matches!(reason(traced.call(&[ints]).unwrap_err()).0, TraceErrorReason::DtypeMismatch { .. }));
     let two = [t(&[1.0], &[1, 1]), t(&[1.0], &[1, 1])];
-    assert!(matches!(reason(traced.call(&two).unwrap_err()).0, TraceErrorReason::InputsSizeMismatch { recorded: 1, actual: 2 }));
+    assert!(matches!(
+        reason(traced.call(&two).unwrap_err()).0,
+        TraceErrorReason::InputsSizeMismatch { recorded: 1, actual: 2 }
+    ));
     let wide = t(&[1.0, 2.0, 3.0], &[1, 3]);
     assert!(matches!(reason(traced.call(&[wide]).unwrap_err()).0, TraceErrorReason::ShapeMismatch { .. }));
 }
@@ -360,12 +371,18 @@ fn unsupported_options_are_errors() {
     let dtr = TraceOptions { dtr_config: Some(Default::default()), ..TraceOptions::default() };
     assert!(trace(f, dtr).err().unwrap().to_string().contains("dtr_config"));
     let jit = TraceOptions {
-        graph_opt_config: Some(strata::GraphOptimizationConfig { jit_fuse_dimshuffle: Some(true), jit_fuse_reduce: None }),
+        graph_opt_config: Some(strata::GraphOptimizationConfig {
+            jit_fuse_dimshuffle: Some(true),
+            jit_fuse_reduce: None,
+        }),
         ..TraceOptions::default()
     };
     assert!(trace(f, jit).err().unwrap().to_string().contains("jit_fuse_dimshuffle"));
     let off = TraceOptions {
-        graph_opt_config: Some(strata::GraphOptimizationConfig { jit_fuse_dimshuffle: Some(false), jit_fuse_reduce: Some(false) }),
+        graph_opt_config: Some(strata::GraphOptimizationConfig {
+            jit_fuse_dimshuffle: Some(false),
+            jit_fuse_reduce: Some(false),
+        }),
         ..TraceOptions::default()
     };
     assert!(trace(f, off).is_ok());

@@ -1,6 +1,8 @@
 //! Zoo models: traced and compiled runs agree with eager execution (the
 //! reference evaluator), and the traced IR of the small models is pinned.
 
+#![allow(clippy::cloned_ref_to_slice_refs)] // `&[x.clone()]` reads better in tests
+
 use strata::ir::PrintOptions;
 use strata::{Tensor, TraceOptions, trace, zoo};
 
@@ -56,5 +58,27 @@ fn recorded_ir(name: &str) -> String {
 fn traced_ir_snapshots() {
     for name in ["mlp", "lenet", "resblock", "preprocess_net"] {
         insta::assert_snapshot!(format!("traced_{name}"), recorded_ir(name));
+    }
+}
+
+#[test]
+fn batchnorm_training_uses_batch_statistics() {
+    use strata::nn::{BatchNorm2d, Module};
+    let bn = BatchNorm2d::new("bn", 3, 5).unwrap();
+    let x = Tensor::uniform(&[4, 3, 5, 5], -3.0, 7.0, 9).unwrap();
+    let eval = bn.forward(&x).unwrap();
+    bn.set_training(true);
+    assert!(bn.training());
+    let train = bn.forward(&x).unwrap();
+    assert!(max_diff(&eval, &train) > 1e-2, "training mode must differ from inference");
+    // (y - bias) / scale is standardised per channel.
+    let z = train.sub(&bn.bias).unwrap().div(&bn.scale).unwrap();
+    let v = z.to_vec().unwrap();
+    for c in 0..3 {
+        let vals: Vec<f64> =
+            (0..4).flat_map(|n| (0..25).map(move |i| (n, i))).map(|(n, i)| v[(n * 3 + c) * 25 + i] as f64).collect();
+        let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+        let var = vals.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / vals.len() as f64;
+        assert!(mean.abs() < 1e-4 && (var - 1.0).abs() < 1e-3, "channel {c}: mean {mean} var {var}");
     }
 }

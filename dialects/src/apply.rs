@@ -22,7 +22,8 @@ pub fn infer(ctx: &Context, name: &str, operand_types: &[Ty], attrs: &[(Sym, Att
         return Err(format!("expects {} operands, got {}", def.operands.describe(), operand_types.len()));
     }
     let infer = def.infer.ok_or_else(|| format!("`{name}` has no shape inference"))?;
-    let cx = OpCx { ctx, name: def.name, attrs: strata_ir::AttrList::new(ctx, attrs), operand_types, result_types: &[] };
+    let cx =
+        OpCx { ctx, name: def.name, attrs: strata_ir::AttrList::new(ctx, attrs), operand_types, result_types: &[] };
     infer(&cx)
 }
 
@@ -33,7 +34,12 @@ pub fn type_of(ctx: &mut Context, t: &TensorData) -> Ty {
 
 /// Evaluates op `name` on `inputs`: checks attributes, infers result types,
 /// runs the reference `eval`, and checks the results against the inferred types.
-pub fn eval(ctx: &mut Context, name: &str, inputs: &[TensorData], attrs: &[(Sym, Attr)]) -> Result<Vec<TensorData>, String> {
+pub fn eval(
+    ctx: &mut Context,
+    name: &str,
+    inputs: &[TensorData],
+    attrs: &[(Sym, Attr)],
+) -> Result<Vec<TensorData>, String> {
     let operand_types: Vec<Ty> = inputs.iter().map(|t| type_of(ctx, t)).collect();
     let types = infer(ctx, name, &operand_types, attrs)?;
     let result_types: Vec<Ty> = types.into_iter().map(|t| ctx.intern_type(t)).collect();

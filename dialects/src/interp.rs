@@ -85,7 +85,12 @@ pub fn run_observed(
 }
 
 /// Runs `func` on `inputs`.
-pub fn run_function(ctx: &Context, func: FuncOp, inputs: &[TensorData], depth: usize) -> Result<Vec<TensorData>, EvalError> {
+pub fn run_function(
+    ctx: &Context,
+    func: FuncOp,
+    inputs: &[TensorData],
+    depth: usize,
+) -> Result<Vec<TensorData>, EvalError> {
     run_function_observed(ctx, func, inputs, depth, &mut |_, _| {})
 }
 

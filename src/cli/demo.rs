@@ -39,23 +39,24 @@ fn excerpt(text: &str, full: bool) -> String {
 pub fn run(args: DemoArgs) -> Result<()> {
     let model = zoo::build(&args.model, 0)?;
     let mut shape = model.input_shape.clone();
-    if shape.len() == 4 && model.input_elem == strata::ElemType::F32 {
+    if shape.len() == 4 && shape[2] == 224 && shape[3] == 224 {
         shape[2] = args.size;
         shape[3] = args.size;
     }
     let x = Tensor::uniform(&shape, -1.0, 1.0, 42)?;
     println!("== {}: {} parameters, input {:?} ==", model.name, model.num_params(), shape);
-    let opts = TraceOptions { capture_as_const: true, profiling: true, opt_level: args.opt_level, ..TraceOptions::default() };
+    let opts =
+        TraceOptions { capture_as_const: true, profiling: true, opt_level: args.opt_level, ..TraceOptions::default() };
     let mut traced = trace(|a: &[Tensor]| model.forward(&a[0]), opts)?;
 
     let t0 = Instant::now();
-    let eager = traced.call(&[x.clone()]).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let eager = traced.call(std::slice::from_ref(&x)).map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("call 1: recorded and ran eagerly in {:.2?}", t0.elapsed());
     let recorded = traced.recorded_ir(&PrintOptions::default())?;
     println!("\n== recorded graph (graph dialect, constants elided) ==\n{}", excerpt(&recorded, args.full));
 
     let t1 = Instant::now();
-    let compiled_out = traced.call(&[x.clone()]).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let compiled_out = traced.call(std::slice::from_ref(&x)).map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("call 2: compiled at -O{} and replayed in {:.2?}", args.opt_level, t1.elapsed());
     let t2 = Instant::now();
     let again = traced.call(&[x]).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -85,7 +86,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
 
     if let Some(p) = traced.get_profile() {
         let mut ops = p.ops.clone();
-        ops.sort_by(|a, b| b.total.cmp(&a.total));
+        ops.sort_by_key(|o| std::cmp::Reverse(o.total));
         println!("\n== profile of {} compiled runs (reference executor), slowest ops ==", p.runs);
         for o in ops.iter().take(8) {
             println!(

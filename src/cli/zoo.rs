@@ -79,7 +79,11 @@ pub fn run_trace(args: TraceArgs) -> Result<()> {
     let mut traced = trace(|a: &[Tensor]| model.forward(&a[0]), opts)?;
     let x = model.random_input(args.batch, args.seed)?;
     traced.call(&[x]).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let print = PrintOptions { print_large_consts: args.print_large_consts, print_locs: args.print_locs, ..PrintOptions::default() };
+    let print = PrintOptions {
+        print_large_consts: args.print_large_consts,
+        print_locs: args.print_locs,
+        ..PrintOptions::default()
+    };
     let text = if args.recorded {
         traced.recorded_ir(&print)?
     } else {

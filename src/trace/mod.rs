@@ -75,7 +75,12 @@ pub struct DtrConfig {
 
 impl Default for DtrConfig {
     fn default() -> Self {
-        DtrConfig { eviction_threshold: 0, evictee_minimum_size: 1 << 20, recomp_memory_factor: 1.0, recomp_time_factor: 1.0 }
+        DtrConfig {
+            eviction_threshold: 0,
+            evictee_minimum_size: 1 << 20,
+            recomp_memory_factor: 1.0,
+            recomp_time_factor: 1.0,
+        }
     }
 }
 
@@ -132,7 +137,9 @@ impl TraceOptions {
     /// Checks the options: unsupported ones are errors, never silently ignored.
     pub fn validate(&self) -> Result<()> {
         if self.sublinear_memory_config.is_some() {
-            return Err(Error::Unsupported("trace option `sublinear_memory_config` (sublinear memory optimisation)".into()));
+            return Err(Error::Unsupported(
+                "trace option `sublinear_memory_config` (sublinear memory optimisation)".into(),
+            ));
         }
         if self.dtr_config.is_some() {
             return Err(Error::Unsupported("trace option `dtr_config` (dynamic tensor rematerialisation)".into()));
@@ -265,7 +272,7 @@ impl fmt::Display for TraceError {
 pub enum TraceCallError<E> {
     /// The call did not match the record.
     #[error(transparent)]
-    Trace(TraceError),
+    Trace(Box<TraceError>),
     /// strata failed (compilation, execution, unsupported options).
     #[error(transparent)]
     Strata(Error),
@@ -278,8 +285,8 @@ impl<E> TraceCallError<E> {
     /// The trace error, if this is one.
     pub fn as_trace(&self) -> Option<&TraceError> {
         match self {
-            TraceCallError::Trace(t) => Some(t),
-            TraceCallError::Strata(Error::Trace(t)) => Some(t),
+            TraceCallError::Trace(t) => Some(t.as_ref()),
+            TraceCallError::Strata(Error::Trace(t)) => Some(t.as_ref()),
             _ => None,
         }
     }
@@ -466,20 +473,22 @@ impl<F> Traced<F> {
         let sess = session::Session::replaying(record, args, &self.options);
         let sess = match sess {
             Ok(s) => s,
-            Err((record, e)) => {
+            Err(failed) => {
+                let (record, e) = *failed;
                 self.record = Some(record);
-                return Err(TraceCallError::Trace(e));
+                return Err(TraceCallError::Trace(Box::new(e)));
             }
         };
         let guard = session::install(sess);
         let result = (self.f)(args);
         let mut sess = guard.finish();
         let outcome = match (sess.trace_error.take(), sess.error.take(), result) {
-            (Some(t), _, _) => Err(TraceCallError::Trace(t)),
+            (Some(t), _, _) => Err(TraceCallError::Trace(Box::new(t))),
             (None, Some(e), _) => Err(TraceCallError::Strata(e)),
             (None, None, Err(u)) => Err(TraceCallError::User(u)),
             (None, None, Ok(out)) => {
-                let profile = if self.options.profiling { Some(self.profile.get_or_insert_with(Profile::default)) } else { None };
+                let profile =
+                    if self.options.profiling { Some(self.profile.get_or_insert_with(Profile::default)) } else { None };
                 match sess.finish_replay(&out.flatten(), module, profile) {
                     Ok(()) => Ok(out),
                     Err(Error::Trace(t)) => Err(TraceCallError::Trace(t)),

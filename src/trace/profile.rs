@@ -49,7 +49,12 @@ const MAX_EVENTS: usize = 200_000;
 
 impl Profile {
     /// Runs `main` of `module` with the reference executor, recording per-op times.
-    pub(crate) fn run(&mut self, ctx: &Context, module: OpId, inputs: &[TensorData]) -> Result<Vec<TensorData>, String> {
+    pub(crate) fn run(
+        &mut self,
+        ctx: &Context,
+        module: OpId,
+        inputs: &[TensorData],
+    ) -> Result<Vec<TensorData>, String> {
         let origin = *self.origin.get_or_insert_with(Instant::now);
         let func = strata_dialects::func::lookup_function(ctx, module, "main").ok_or("no @main")?;
         let body: Vec<OpId> = ctx

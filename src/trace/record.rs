@@ -80,9 +80,9 @@ impl Record {
             let mut shape: Vec<Dim> = t.shape().iter().map(|&d| Dim::Fixed(d as u64)).collect();
             if options.symbolic_shape && !shape.is_empty() {
                 let n = syms.len();
-                let sym = *syms.entry(t.shape()[0]).or_insert_with(|| {
-                    ctx.sym(&if n == 0 { "N".to_string() } else { format!("N{n}") })
-                });
+                let sym = *syms
+                    .entry(t.shape()[0])
+                    .or_insert_with(|| ctx.sym(&if n == 0 { "N".to_string() } else { format!("N{n}") }));
                 shape[0] = Dim::Sym(sym);
             }
             let ty = ctx.tensor_type(TensorType { shape, elem: t.elem(), layout: strata_ir::Layout::Nchw });
@@ -116,7 +116,9 @@ impl Record {
     pub(crate) fn describe(&self, i: usize) -> String {
         match self.items.get(i) {
             None => "the end of the recorded sequence".into(),
-            Some(Item::Const { loc, .. }) => format!("a constant creation (recorded at {})", crate::error::location(loc)),
+            Some(Item::Const { loc, .. }) => {
+                format!("a constant creation (recorded at {})", crate::error::location(loc))
+            }
             Some(Item::Op(op)) => {
                 format!("`{}` (recorded at {})", self.op_text(op.name, &op.attrs), crate::error::location(op.loc))
             }
@@ -205,14 +207,20 @@ impl Record {
                     let data = info.bound.clone().expect("invariant: constants carry data");
                     let value = dense(rw.ctx_mut(), info.ty, data);
                     let loc = loc_of(&mut rw, loc);
-                    let op = rw.create(OpBuild::new("graph.const").attr("value", value).results(&[info.ty]).loc(loc), at);
+                    let op =
+                        rw.create(OpBuild::new("graph.const").attr("value", value).results(&[info.ty]).loc(loc), at);
                     values.insert(*var, rw.ctx().op(op).results[0]);
                 }
                 Item::Op(op) => {
                     let operands: Vec<ValueId> = op
                         .inputs
                         .iter()
-                        .map(|v| values.get(v).copied().ok_or_else(|| Error::Compile(format!("value {v} used before definition"))))
+                        .map(|v| {
+                            values
+                                .get(v)
+                                .copied()
+                                .ok_or_else(|| Error::Compile(format!("value {v} used before definition")))
+                        })
                         .collect::<Result<_>>()?;
                     let results: Vec<Ty> = op.outputs.iter().map(|&v| self.vars[v].ty).collect();
                     let loc = loc_of(&mut rw, op.loc);
@@ -237,7 +245,10 @@ impl Record {
             .collect::<Result<_>>()?;
         rw.create(OpBuild::new("func.return").operands(&outs), at);
         strata_ir::verify(&self.ctx, module, strata_ir::VerifyOptions::default()).map_err(|d| {
-            Error::Compile(format!("the traced graph does not verify:\n{}", strata_ir::diag::render_all(&self.ctx, &d, None)))
+            Error::Compile(format!(
+                "the traced graph does not verify:\n{}",
+                strata_ir::diag::render_all(&self.ctx, &d, None)
+            ))
         })?;
         Ok(module)
     }
@@ -245,7 +256,8 @@ impl Record {
     /// Builds the module and runs the `opt_level` pipeline on it.
     pub(crate) fn compile(&mut self, options: &TraceOptions) -> Result<OpId> {
         let module = self.build_module(options)?;
-        let level = strata_passes::pipelines::OptLevel::new(options.opt_level).map_err(|e| Error::Invalid(e.to_string()))?;
+        let level =
+            strata_passes::pipelines::OptLevel::new(options.opt_level).map_err(|e| Error::Invalid(e.to_string()))?;
         let config = crate::driver::OptConfig {
             opt_level: Some(level),
             instrumentation: strata_ir::pass::Instrumentation::default(),

@@ -136,10 +136,7 @@ pub(crate) fn read_value(t: &Tensor, loc: &'static Location<'static>) -> Option<
                 return None;
             }
             let r = if s.record.vars[v].value_read {
-                s.value_of(v, loc).map(|d| {
-                    t.set_data(d.clone());
-                    d
-                })
+                s.value_of(v, loc).inspect(|d| t.set_data(d.clone()))
             } else {
                 Err(s.trace_err(TraceErrorReason::ValueUnreadable, None, None, Some(describe_tensor(t)), loc))
             };
@@ -178,26 +175,38 @@ impl Session {
         record: Record,
         args: &[Tensor],
         options: &TraceOptions,
-    ) -> std::result::Result<Session, (Record, TraceError)> {
-        let err = |reason, actual: Option<String>| TraceError { reason, op_index: None, expected: None, actual, location: None };
+    ) -> std::result::Result<Session, Box<(Record, TraceError)>> {
+        let err = |reason, actual: Option<String>| TraceError {
+            reason,
+            op_index: None,
+            expected: None,
+            actual,
+            location: None,
+        };
         if args.len() != record.args.len() {
             let e = err(TraceErrorReason::InputsSizeMismatch { recorded: record.args.len(), actual: args.len() }, None);
-            return Err((record, e));
+            return Err(Box::new((record, e)));
         }
         for (i, t) in args.iter().enumerate() {
             let info = &record.vars[record.args[i]];
             if info.elem != t.elem() {
-                let reason = TraceErrorReason::DtypeMismatch { recorded: info.elem.to_string(), actual: t.elem().to_string() };
-                return Err((record, err(reason, Some(format!("argument #{i}")))));
+                let reason =
+                    TraceErrorReason::DtypeMismatch { recorded: info.elem.to_string(), actual: t.elem().to_string() };
+                return Err(Box::new((record, err(reason, Some(format!("argument #{i}"))))));
             }
             let fixed_ok = info.shape.len() == t.shape().len()
-                && info.shape.iter().zip(t.shape()).enumerate().all(|(d, (a, b))| a == b || (d == 0 && options.symbolic_shape));
+                && info
+                    .shape
+                    .iter()
+                    .zip(t.shape())
+                    .enumerate()
+                    .all(|(d, (a, b))| a == b || (d == 0 && options.symbolic_shape));
             if !fixed_ok {
                 let reason = TraceErrorReason::ShapeMismatch {
                     recorded: format!("{:?}", info.shape),
                     actual: format!("{:?}", t.shape()),
                 };
-                return Err((record, err(reason, Some(format!("argument #{i}")))));
+                return Err(Box::new((record, err(reason, Some(format!("argument #{i}"))))));
             }
         }
         Ok(Session {
@@ -225,7 +234,7 @@ impl Session {
         if let Err(e) = &r {
             match e {
                 Error::Trace(t) => {
-                    self.trace_error.get_or_insert_with(|| t.clone());
+                    self.trace_error.get_or_insert_with(|| (**t).clone());
                 }
                 other => {
                     self.error.get_or_insert_with(|| other.clone());
@@ -243,7 +252,7 @@ impl Session {
         actual: Option<String>,
         loc: &Location<'_>,
     ) -> Error {
-        Error::Trace(TraceError { reason, op_index, expected, actual, location: Some(location(loc)) })
+        Error::from(TraceError { reason, op_index, expected, actual, location: Some(location(loc)) })
     }
 
     fn concrete_type(&mut self, t: &Tensor) -> Ty {
@@ -263,7 +272,11 @@ impl Session {
         }
         let bound = if self.capture_as_const {
             Some(t.peek_data(loc).map_err(|_| {
-                op_error("trace", "a tensor captured as a constant has no data (it comes from another symbolic trace)", loc)
+                op_error(
+                    "trace",
+                    "a tensor captured as a constant has no data (it comes from another symbolic trace)",
+                    loc,
+                )
             })?)
         } else {
             None
@@ -331,7 +344,7 @@ impl Session {
             let concrete: Vec<Ty> = inputs.iter().map(|t| self.concrete_type(t)).collect();
             let types = strata_dialects::apply::infer(&self.record.ctx, name, &concrete, &attrs)
                 .map_err(|m| op_error(name, m, loc))?;
-            types.iter().map(|t| placeholder(t)).collect::<Result<_>>()?
+            types.iter().map(placeholder).collect::<Result<_>>()?
         };
         let mut out_vars = Vec::with_capacity(outs.len());
         for (t, sym) in outs.iter().zip(sym_types) {
@@ -401,7 +414,7 @@ impl Session {
 
     fn replay_const(&mut self, t: &Tensor, loc: &'static Location<'static>) -> Result<()> {
         if let Some(e) = &self.trace_error {
-            return Err(Error::Trace(e.clone()));
+            return Err(Error::from(e.clone()));
         }
         let pc = self.pc;
         match self.record.items.get(pc) {
@@ -421,7 +434,13 @@ impl Session {
                 self.pc += 1;
                 Ok(())
             }
-            None => Err(self.trace_err(TraceErrorReason::TooManyOps, Some(pc), None, Some("a constant creation".into()), loc)),
+            None => Err(self.trace_err(
+                TraceErrorReason::TooManyOps,
+                Some(pc),
+                None,
+                Some("a constant creation".into()),
+                loc,
+            )),
             Some(_) => Err(self.trace_err(
                 TraceErrorReason::OperatorMismatch,
                 Some(pc),
@@ -440,13 +459,21 @@ impl Session {
         loc: &'static Location<'static>,
     ) -> Result<Vec<Tensor>> {
         if let Some(e) = &self.trace_error {
-            return Err(Error::Trace(e.clone()));
+            return Err(Error::from(e.clone()));
         }
         let pc = self.pc;
         let attrs = intern_attrs(&mut self.record.ctx, attrs);
         let actual = || self.record.op_text(name, &attrs);
         let op = match self.record.items.get(pc) {
-            None => return Err(self.trace_err(TraceErrorReason::TooManyOps, Some(pc), None, Some(format!("`{}`", actual())), loc)),
+            None => {
+                return Err(self.trace_err(
+                    TraceErrorReason::TooManyOps,
+                    Some(pc),
+                    None,
+                    Some(format!("`{}`", actual())),
+                    loc,
+                ));
+            }
             Some(Item::Op(op)) if op.name == name && op.attrs == attrs && op.inputs.len() == inputs.len() => op.clone(),
             Some(_) => {
                 return Err(self.trace_err(
@@ -482,8 +509,10 @@ impl Session {
                 }
                 (None, VarKind::Captured) => {
                     if info.elem != t.elem() {
-                        let reason =
-                            TraceErrorReason::DtypeMismatch { recorded: info.elem.to_string(), actual: t.elem().to_string() };
+                        let reason = TraceErrorReason::DtypeMismatch {
+                            recorded: info.elem.to_string(),
+                            actual: t.elem().to_string(),
+                        };
                         return Err(mismatch(self, reason));
                     }
                     if self.capture_as_const {
@@ -505,7 +534,8 @@ impl Session {
             }
         }
         let concrete: Vec<Ty> = inputs.iter().map(|t| self.concrete_type(t)).collect();
-        let types = strata_dialects::apply::infer(&self.record.ctx, name, &concrete, &attrs).map_err(|m| op_error(name, m, loc))?;
+        let types = strata_dialects::apply::infer(&self.record.ctx, name, &concrete, &attrs)
+            .map_err(|m| op_error(name, m, loc))?;
         let outs: Vec<Tensor> = types.iter().map(placeholder).collect::<Result<_>>()?;
         for (t, &v) in outs.iter().zip(&op.outputs) {
             self.by_tensor.insert(t.id(), v);
@@ -568,7 +598,13 @@ impl Session {
             ));
         }
         let out_mismatch = |s: &Session, actual: String| {
-            s.trace_err(TraceErrorReason::OutputMismatch, None, Some(format!("{} outputs", s.record.outputs.len())), Some(actual), loc)
+            s.trace_err(
+                TraceErrorReason::OutputMismatch,
+                None,
+                Some(format!("{} outputs", s.record.outputs.len())),
+                Some(actual),
+                loc,
+            )
         };
         if outs.len() != self.record.outputs.len() {
             return Err(out_mismatch(self, format!("{} outputs", outs.len())));
@@ -576,7 +612,10 @@ impl Session {
         for (k, (t, &v)) in outs.iter().zip(&self.record.outputs).enumerate() {
             let ok = match self.record.vars[v].kind {
                 VarKind::Arg(i) => self.args.get(i).map(Tensor::id) == Some(t.id()),
-                _ => self.by_tensor.get(&t.id()) == Some(&v) || self.bound_captured.get(&v).map(Tensor::id) == Some(t.id()),
+                _ => {
+                    self.by_tensor.get(&t.id()) == Some(&v)
+                        || self.bound_captured.get(&v).map(Tensor::id) == Some(t.id())
+                }
             };
             if !ok {
                 return Err(out_mismatch(self, format!("a different value as output #{k}")));
@@ -595,7 +634,6 @@ impl Session {
         }
         Ok(())
     }
-
 }
 
 /// A tensor without data of an inferred (fixed) type.

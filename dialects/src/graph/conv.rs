@@ -209,8 +209,12 @@ impl Conv {
         }
         let mut out = [0u64; 2];
         for (i, (size, k)) in [(h, fh), (wd, fw)].into_iter().enumerate() {
-            let padded = p.pad[i].checked_mul(2).and_then(|p2| size.checked_add(p2)).ok_or_else(|| overflow("padded input"))?;
-            let extent = (k - 1).checked_mul(p.dilation[i]).and_then(|e| e.checked_add(1)).ok_or_else(|| overflow("dilated filter"))?;
+            let padded =
+                p.pad[i].checked_mul(2).and_then(|p2| size.checked_add(p2)).ok_or_else(|| overflow("padded input"))?;
+            let extent = (k - 1)
+                .checked_mul(p.dilation[i])
+                .and_then(|e| e.checked_add(1))
+                .ok_or_else(|| overflow("dilated filter"))?;
             if padded < extent {
                 return Err(format!(
                     "along the {}, the dilated filter spans {extent} but the padded input of operand `x` only {padded}",
@@ -400,6 +404,15 @@ fn conv_transpose2d_reals(g: &Geom, x: &[f64], w: &[f64]) -> Vec<f64> {
     out
 }
 
+/// The (empty) result when `g` has no output elements: the kernels' loops
+/// could otherwise spin over a huge batch of empty images.
+fn empty_result(g: &Geom, elem: ElemType) -> Result<Option<TensorData>, String> {
+    if g.out_shape().contains(&0) {
+        return TensorData::zeros(elem, g.out_shape()).map(Some).map_err(|e| e.to_string());
+    }
+    Ok(None)
+}
+
 /// The tensor type of concrete data (for re-checking in eval).
 fn type_of(t: &TensorData) -> TensorType {
     TensorType::fixed(&t.shape().iter().map(|&d| d as u64).collect::<Vec<_>>(), t.elem())
@@ -439,10 +452,9 @@ fn forward_elem(cx: &OpCx<'_>, x: &TensorType, w: &TensorType) -> Result<ElemTyp
             Some(e) => Err(format!("attribute `out_dtype` must be qs8 or qs32 for qs8 operands, is {e}")),
         },
         (ElemType::QS8(_), e) => Err(format!("operand `w` must be qs8 like operand `x`, is {e}")),
-        (e, _) if !e.is_float() => Err(format!(
-            "operand `x` has element type {e}, which `{}` does not support (f32, f16, bf16, qs8)",
-            cx.name
-        )),
+        (e, _) if !e.is_float() => {
+            Err(format!("operand `x` has element type {e}, which `{}` does not support (f32, f16, bf16, qs8)", cx.name))
+        }
         (a, b) if a != b => Err(format!("operand `w` must have the element type of operand `x` ({a}), has {b}")),
         (a, _) => match out {
             None => Ok(a),
@@ -476,6 +488,9 @@ fn eval_conv2d(cx: &OpCx<'_>, inputs: &[TensorData]) -> Result<Vec<TensorData>, 
     let (xt, wt) = (type_of(x), type_of(w));
     let elem = declared_elem(cx, forward_elem(cx, &xt, &wt)?)?;
     let g = Conv::forward(cx, &xt, &wt)?.concrete(x.shape()[0])?;
+    if let Some(empty) = empty_result(&g, elem)? {
+        return Ok(vec![empty]);
+    }
     let out = conv2d_reals(&g, &x.to_reals(), &w.to_reals());
     Ok(vec![TensorData::from_reals(elem, g.out_shape(), &out).map_err(|e| e.to_string())?])
 }
@@ -518,7 +533,11 @@ fn check_conv_bias(cx: &OpCx<'_>, types: &[TensorType]) -> Result<(Conv, ElemTyp
             return Err(format!("operand `z` must have the plain layout, has #{}", z.layout));
         }
         if z.shape != shape {
-            return Err(format!("operand `z` must have the result's shape {}, has {}", show(cx, &shape), show(cx, &z.shape)));
+            return Err(format!(
+                "operand `z` must have the result's shape {}, has {}",
+                show(cx, &shape),
+                show(cx, &z.shape)
+            ));
         }
         if z.elem != elem {
             return Err(format!("operand `z` must have the result's element type {elem}, has {}", z.elem));
@@ -541,6 +560,9 @@ fn eval_conv_bias(cx: &OpCx<'_>, inputs: &[TensorData]) -> Result<Vec<TensorData
         return Err(format!("expects operands x, w, b and an optional z, got {}", inputs.len()));
     };
     let g = conv.concrete(x.shape()[0])?;
+    if let Some(empty) = empty_result(&g, elem)? {
+        return Ok(vec![empty]);
+    }
     let mut out = conv2d_reals(&g, &x.to_reals(), &w.to_reals());
     let per_channel = g.oh * g.ow;
     for (i, v) in out.iter_mut().enumerate() {
@@ -579,6 +601,10 @@ fn eval_conv_transpose2d(cx: &OpCx<'_>, inputs: &[TensorData]) -> Result<Vec<Ten
     let (xt, wt) = (type_of(x), type_of(w));
     let elem = declared_elem(cx, transpose_elem(cx, &xt, &wt)?)?;
     let g = Conv::transposed(cx, &xt, &wt)?.concrete(x.shape()[0])?;
+    if x.is_empty() || w.is_empty() {
+        let zeros = TensorData::zeros(elem, g.out_shape()).map_err(|e| e.to_string())?;
+        return Ok(vec![zeros]);
+    }
     let out = conv_transpose2d_reals(&g, &x.to_reals(), &w.to_reals());
     Ok(vec![TensorData::from_reals(elem, g.out_shape(), &out).map_err(|e| e.to_string())?])
 }
@@ -667,8 +693,13 @@ pub(crate) mod test_support {
         let tys: Vec<Ty> = inputs.iter().map(|t| type_of(&mut ctx, t)).collect();
         let attrs = attrs(&mut ctx, attr_text);
         let def = ctx.registry().get(name).expect("registered");
-        let cx =
-            OpCx { ctx: &ctx, name: def.name, attrs: AttrList::new(&ctx, &attrs), operand_types: &tys, result_types: &[] };
+        let cx = OpCx {
+            ctx: &ctx,
+            name: def.name,
+            attrs: AttrList::new(&ctx, &attrs),
+            operand_types: &tys,
+            result_types: &[],
+        };
         (def.eval.expect("op has eval"))(&cx, inputs)
     }
 
@@ -704,9 +735,7 @@ pub(crate) mod test_support {
 
 #[cfg(test)]
 mod tests {
-    use super::test_support::{
-        assert_close, eval, eval_unchecked, f32s, infer, random, random_ints, reals,
-    };
+    use super::test_support::{assert_close, eval, eval_unchecked, f32s, infer, random, random_ints, reals};
     use super::*;
     use strata_ir::tensor::SplitMix64;
 
@@ -775,8 +804,8 @@ mod tests {
         assert_eq!(y.shape(), &[1, 1, 3, 3]);
         assert_eq!(y.to_reals(), vec![1.0, 3.0, 2.0, 4.0, 10.0, 6.0, 3.0, 7.0, 4.0]);
         // Stride 2: every input pixel paints its own 2x2 block.
-        let y = eval("graph.conv_transpose2d", &[x.clone(), w.clone()], &attrs("[2, 2]", "[0, 0]", "[1, 1]", "1"))
-            .unwrap();
+        let y =
+            eval("graph.conv_transpose2d", &[x.clone(), w.clone()], &attrs("[2, 2]", "[0, 0]", "[1, 1]", "1")).unwrap();
         assert_eq!(y.shape(), &[1, 1, 4, 4]);
         let want = [1., 1., 2., 2., 1., 1., 2., 2., 3., 3., 4., 4., 3., 3., 4., 4.];
         assert_eq!(y.to_reals(), want.to_vec());
@@ -868,16 +897,21 @@ mod tests {
             let y = eval("graph.conv2d", &[x.clone(), w.clone()], &a).unwrap();
             assert_eq!(y.elem(), elem);
             let g = geom(&[2, 3, 5, 5], &[4, 3, 3, 3], [2, 1], [1, 0], [1, 2], 1);
-            let want = TensorData::from_reals(elem, y.shape().to_vec(), &conv2d_reals(&g, &x.to_reals(), &w.to_reals()))
-                .unwrap();
+            let want =
+                TensorData::from_reals(elem, y.shape().to_vec(), &conv2d_reals(&g, &x.to_reals(), &w.to_reals()))
+                    .unwrap();
             assert_eq!(y, want);
             let y = eval("graph.conv_transpose2d", &[x.clone(), random(elem, &[3, 2, 2, 2], 3)], &a).unwrap();
             assert_eq!(y.elem(), elem);
         }
         let mut a = plain();
         a.push(("out_dtype", "f32"));
-        let y = eval("graph.conv2d", &[random(ElemType::F16, &[1, 1, 2, 2], 1), random(ElemType::F16, &[1, 1, 1, 1], 2)], &a)
-            .unwrap();
+        let y = eval(
+            "graph.conv2d",
+            &[random(ElemType::F16, &[1, 1, 2, 2], 1), random(ElemType::F16, &[1, 1, 1, 1], 2)],
+            &a,
+        )
+        .unwrap();
         assert_eq!(y.elem(), ElemType::F32);
     }
 
@@ -1009,15 +1043,13 @@ mod tests {
         a.push(("nonlinearity", "\"identity\""));
         let y = eval("graph.conv_bias", &[x, w, b.clone()], &a).unwrap();
         let per = conv.shape()[2] * conv.shape()[3];
-        let want: Vec<f64> =
-            conv.to_f64_vec().iter().enumerate().map(|(i, &v)| v + b.get_f64((i / per) % 6)).collect();
+        let want: Vec<f64> = conv.to_f64_vec().iter().enumerate().map(|(i, &v)| v + b.get_f64((i / per) % 6)).collect();
         assert_eq!(y.to_f64_vec(), want);
     }
 
     #[test]
     fn one_by_one_conv_is_matmul() {
-        for (seed, (c, oc, h, w)) in [(1, 3, 4, 2, 5), (2, 1, 1, 1, 1), (3, 8, 5, 3, 3)].into_iter().enumerate() {
-            let seed = seed as u64 + 1;
+        for (seed, c, oc, h, w) in [(1, 3, 4, 2, 5), (2, 1, 1, 1, 1), (3, 8, 5, 3, 3)] {
             let x = random(ElemType::F32, &[1, c, h, w], seed);
             let wt = random(ElemType::F32, &[oc, c, 1, 1], seed + 50);
             let y = eval("graph.conv2d", &[x.clone(), wt.clone()], &plain()).unwrap();
@@ -1040,7 +1072,10 @@ mod tests {
             let (xs, ws, stride, pad, dilation, group) = random_config(&mut rng);
             // The transposed output must have the conv's input size exactly.
             let g = geom(&xs, &ws, stride, pad, dilation, group);
-            let (full_h, full_w) = ((g.oh - 1) * stride[0] + dilation[0] * (ws[2] - 1) + 1, (g.ow - 1) * stride[1] + dilation[1] * (ws[3] - 1) + 1);
+            let (full_h, full_w) = (
+                (g.oh - 1) * stride[0] + dilation[0] * (ws[2] - 1) + 1,
+                (g.ow - 1) * stride[1] + dilation[1] * (ws[3] - 1) + 1,
+            );
             if full_h != xs[2] + 2 * pad[0] || full_w != xs[3] + 2 * pad[1] {
                 continue;
             }
@@ -1069,12 +1104,18 @@ mod tests {
     #[test]
     fn bad_inputs_are_errors() {
         let x = "tensor<1x4x8x8xf32>";
-        let cases: Vec<(&str, Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+        type Case<'a> = (&'a str, Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+        let cases: Vec<Case> = vec![
             ("graph.conv2d", vec!["tensor<4x8x8xf32>", "tensor<4x4x3x3xf32>"], plain(), "rank 4"),
             ("graph.conv2d", vec![x, "tensor<4x4x3xf32>"], plain(), "operand `w`"),
             ("graph.conv2d", vec![x, "tensor<4x3x3x3xf32>"], plain(), "dim 1 must be C/group"),
             ("graph.conv2d", vec![x, "tensor<4x2x3x3xf32>"], attrs("[1, 1]", "[0, 0]", "[1, 1]", "3"), "not divisible"),
-            ("graph.conv2d", vec![x, "tensor<3x2x3x3xf32>"], attrs("[1, 1]", "[0, 0]", "[1, 1]", "2"), "output channels"),
+            (
+                "graph.conv2d",
+                vec![x, "tensor<3x2x3x3xf32>"],
+                attrs("[1, 1]", "[0, 0]", "[1, 1]", "2"),
+                "output channels",
+            ),
             ("graph.conv2d", vec![x, "tensor<4x4x3x3xf32>"], attrs("[0, 1]", "[0, 0]", "[1, 1]", "1"), "`stride`"),
             ("graph.conv2d", vec![x, "tensor<4x4x3x3xf32>"], attrs("[1]", "[0, 0]", "[1, 1]", "1"), "`stride`"),
             ("graph.conv2d", vec![x, "tensor<4x4x3x3xf32>"], attrs("[1, 1]", "[-1, 0]", "[1, 1]", "1"), "`pad`"),
@@ -1155,7 +1196,7 @@ mod tests {
     #[test]
     fn eval_rejects_bad_data_without_panicking() {
         let x = f32s(&[1, 1, 3, 3], &seq(9));
-        let err = eval_unchecked("graph.conv2d", &[x.clone()], &plain()).unwrap_err();
+        let err = eval_unchecked("graph.conv2d", std::slice::from_ref(&x), &plain()).unwrap_err();
         assert!(err.contains("2 inputs"), "{err}");
         let err = eval_unchecked("graph.conv2d", &[x.clone(), f32s(&[2, 2], &[0.0; 4])], &plain()).unwrap_err();
         assert!(err.contains("rank 4"), "{err}");
@@ -1183,5 +1224,15 @@ mod tests {
         assert_eq!(Nonlinearity::Relu.apply(-1.0), 0.0);
         assert_eq!(Nonlinearity::Identity.apply(-1.0), -1.0);
         assert_eq!(Nonlinearity::Sigmoid.apply(0.0), 0.5);
+    }
+
+    #[test]
+    fn huge_batches_of_empty_images_stay_cheap() {
+        let x = TensorData::zeros(ElemType::F32, vec![1 << 40, 0, 3, 3]).unwrap();
+        let w = TensorData::zeros(ElemType::F32, vec![0, 0, 1, 1]).unwrap();
+        let y = eval("graph.conv2d", &[x.clone(), w.clone()], &plain()).unwrap();
+        assert_eq!(y.shape(), &[1 << 40, 0, 3, 3]);
+        let y = eval("graph.conv_transpose2d", &[x, w], &plain()).unwrap();
+        assert_eq!(y.shape(), &[1 << 40, 0, 3, 3]);
     }
 }

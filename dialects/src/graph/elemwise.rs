@@ -223,7 +223,8 @@ impl Mode {
                 if a[1] == 0 {
                     return Err("integer floor_div by zero".into());
                 }
-                x.div_euclid(a[1]) - i64::from(x.rem_euclid(a[1]) != 0 && a[1] < 0)
+                // Wrapping like the other integer modes: i64::MIN / -1 wraps to i64::MIN.
+                x.wrapping_div_euclid(a[1]).wrapping_sub(i64::from(x.wrapping_rem_euclid(a[1]) != 0 && a[1] < 0))
             }
             other => return Err(format!("mode `{}` is not defined on integers", other.name())),
         })
@@ -417,6 +418,7 @@ mod tests {
         assert_eq!(Mode::FloorDiv.apply_int(&[7, -2]).unwrap(), -4);
         assert_eq!(Mode::FloorDiv.apply_int(&[-8, 2]).unwrap(), -4);
         assert!(Mode::FloorDiv.apply_int(&[1, 0]).is_err());
+        assert_eq!(Mode::FloorDiv.apply_int(&[i64::MIN, -1]).unwrap(), i64::MIN);
         assert!(Mode::Relu.apply(&[f64::NAN]).is_nan());
         assert!(close(Mode::Round.apply(&[-2.5]), -3.0));
     }
