@@ -27,6 +27,28 @@ enum Command {
     Trace(zoo::TraceArgs),
 }
 
+/// Printing flags shared by the commands that print IR.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PrintArgs {
+    /// Print large constants in full (hex) so the output re-parses to the same data.
+    #[arg(long)]
+    print_large_consts: bool,
+    /// Print op locations (for traced graphs: the Rust call sites).
+    #[arg(long)]
+    print_locs: bool,
+}
+
+impl PrintArgs {
+    /// The printer options these flags select.
+    pub fn options(&self) -> strata::ir::PrintOptions {
+        strata::ir::PrintOptions {
+            print_large_consts: self.print_large_consts,
+            print_locs: self.print_locs,
+            ..strata::ir::PrintOptions::default()
+        }
+    }
+}
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));

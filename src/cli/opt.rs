@@ -5,7 +5,7 @@ use clap::Args;
 use std::io::{Read, Write};
 use strata::driver::{OptConfig, optimize, parse_and_verify};
 use strata::ir::pass::Instrumentation;
-use strata::ir::{PrintOptions, Source, print_module};
+use strata::ir::{Source, print_module};
 use strata::passes::pipelines::OptLevel;
 
 #[derive(Debug, Args)]
@@ -48,12 +48,8 @@ pub struct OptArgs {
     /// Accept ops no dialect registers.
     #[arg(long)]
     allow_unregistered: bool,
-    /// Print large constants in full (hex) so the output re-parses to the same data.
-    #[arg(long)]
-    print_large_consts: bool,
-    /// Print op locations.
-    #[arg(long)]
-    print_locs: bool,
+    #[command(flatten)]
+    print: super::PrintArgs,
     /// Output file (default: standard output).
     #[arg(short = 'o', long)]
     output: Option<String>,
@@ -113,11 +109,7 @@ pub fn run(args: OptArgs) -> Result<()> {
     }
     let source = read_input(args.input.as_deref())?;
     let opt_level = args.opt_level.map(OptLevel::new).transpose()?;
-    let print_options = PrintOptions {
-        print_large_consts: args.print_large_consts,
-        print_locs: args.print_locs,
-        ..PrintOptions::default()
-    };
+    let print_options = args.print.options();
     let config = OptConfig {
         pipeline: args.pipeline.clone(),
         opt_level,

@@ -2,7 +2,6 @@
 
 use anyhow::{Context as _, Result};
 use clap::{ArgAction, Args};
-use strata::ir::PrintOptions;
 use strata::{Tensor, TraceOptions, trace, zoo};
 
 #[derive(Debug, Args)]
@@ -33,12 +32,8 @@ pub struct TraceArgs {
     /// Print the recorded graph before optimisation instead.
     #[arg(long)]
     recorded: bool,
-    /// Print constants in full.
-    #[arg(long)]
-    print_large_consts: bool,
-    /// Print op locations (the traced Rust call sites).
-    #[arg(long)]
-    print_locs: bool,
+    #[command(flatten)]
+    print: super::PrintArgs,
     /// Write the IR to this file instead of standard output.
     #[arg(short = 'o', long)]
     output: Option<String>,
@@ -79,11 +74,7 @@ pub fn run_trace(args: TraceArgs) -> Result<()> {
     let mut traced = trace(|a: &[Tensor]| model.forward(&a[0]), opts)?;
     let x = model.random_input(args.batch, args.seed)?;
     traced.call(&[x]).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let print = PrintOptions {
-        print_large_consts: args.print_large_consts,
-        print_locs: args.print_locs,
-        ..PrintOptions::default()
-    };
+    let print = args.print.options();
     let text = if args.recorded {
         traced.recorded_ir(&print)?
     } else {

@@ -32,8 +32,6 @@ pub(crate) struct Session {
     args: Vec<Tensor>,
     /// Replay: captured variable → the tensor bound to it in this call.
     bound_captured: BTreeMap<usize, Tensor>,
-    /// Replay: placeholders by variable, to fill with data.
-    placeholders: BTreeMap<usize, Tensor>,
     pc: usize,
     /// The first trace mismatch of this call.
     pub(crate) trace_error: Option<TraceError>,
@@ -151,23 +149,30 @@ fn describe_tensor(t: &Tensor) -> String {
 }
 
 impl Session {
-    pub(crate) fn recording(record: Record, args: &[Tensor], options: &TraceOptions) -> Session {
-        let by_tensor = args.iter().enumerate().map(|(i, t)| (t.id(), record.args[i])).collect();
+    fn new(record: Record, mode: Mode, args: &[Tensor], options: &TraceOptions) -> Session {
+        let by_tensor = match mode {
+            Mode::Record => args.iter().enumerate().map(|(i, t)| (t.id(), record.args[i])).collect(),
+            Mode::Replay => HashMap::new(),
+        };
         Session {
             record,
-            mode: Mode::Record,
-            execute: options.executes_while_recording(),
+            execute: matches!(mode, Mode::Record) && options.executes_while_recording(),
+            mode,
             capture_as_const: options.captures_as_const(),
             symbolic_shape: options.symbolic_shape,
             by_tensor,
             args: args.to_vec(),
             bound_captured: BTreeMap::new(),
-            placeholders: BTreeMap::new(),
             pc: 0,
             trace_error: None,
             error: None,
             memo: HashMap::new(),
         }
+    }
+
+    /// A recording session.
+    pub(crate) fn recording(record: Record, args: &[Tensor], options: &TraceOptions) -> Session {
+        Session::new(record, Mode::Record, args, options)
     }
 
     /// A replay session, after checking the arguments against the record.
@@ -209,21 +214,7 @@ impl Session {
                 return Err(Box::new((record, err(reason, Some(format!("argument #{i}"))))));
             }
         }
-        Ok(Session {
-            record,
-            mode: Mode::Replay,
-            execute: false,
-            capture_as_const: options.captures_as_const(),
-            symbolic_shape: options.symbolic_shape,
-            by_tensor: HashMap::new(),
-            args: args.to_vec(),
-            bound_captured: BTreeMap::new(),
-            placeholders: BTreeMap::new(),
-            pc: 0,
-            trace_error: None,
-            error: None,
-            memo: HashMap::new(),
-        })
+        Ok(Session::new(record, Mode::Replay, args, options))
     }
 
     pub(crate) fn into_record(self) -> Record {
@@ -539,7 +530,6 @@ impl Session {
         let outs: Vec<Tensor> = types.iter().map(placeholder).collect::<Result<_>>()?;
         for (t, &v) in outs.iter().zip(&op.outputs) {
             self.by_tensor.insert(t.id(), v);
-            self.placeholders.insert(v, t.clone());
         }
         self.pc += 1;
         Ok(outs)
