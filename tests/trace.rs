@@ -197,11 +197,14 @@ fn data_flow_changes_are_detected() {
     traced.call(&[x.clone()]).unwrap();
     traced.call(&[x.clone()]).unwrap();
     mode.set(1);
-    assert_eq!(reason(traced.call(&[x.clone()]).unwrap_err()).0, TraceErrorReason::InputIdMismatch);
+    let (r, idx, _) = reason(traced.call(&[x.clone()]).unwrap_err());
+    assert_eq!((r, idx), (TraceErrorReason::InputIdMismatch, Some(2)));
     mode.set(2);
-    assert_eq!(reason(traced.call(&[x.clone()]).unwrap_err()).0, TraceErrorReason::ExpectInternalGotExternal);
+    let (r, idx, _) = reason(traced.call(&[x.clone()]).unwrap_err());
+    assert_eq!((r, idx), (TraceErrorReason::ExpectInternalGotExternal, Some(2)));
     mode.set(3);
-    assert_eq!(reason(traced.call(&[x]).unwrap_err()).0, TraceErrorReason::InputIdMismatch);
+    let (r, idx, _) = reason(traced.call(&[x]).unwrap_err());
+    assert_eq!((r, idx), (TraceErrorReason::InputIdMismatch, Some(2)));
 }
 
 #[test]
@@ -320,7 +323,8 @@ fn output_changes_are_detected() {
     traced.call(&[x.clone()]).unwrap();
     traced.call(&[x.clone()]).unwrap();
     which.set(1);
-    assert_eq!(reason(traced.call(&[x]).unwrap_err()).0, TraceErrorReason::OutputMismatch);
+    let (r, idx, _) = reason(traced.call(&[x]).unwrap_err());
+    assert_eq!((r, idx), (TraceErrorReason::OutputMismatch, None));
 }
 
 #[derive(Debug, PartialEq)]
