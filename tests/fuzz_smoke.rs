@@ -84,3 +84,26 @@ fn pipeline_corpus() {
         }
     }
 }
+
+#[test]
+fn load_model_corpus() {
+    let mut inputs = corpus_files("load_model");
+    for seed in 0..12 {
+        let (ctx, m) = strata_tests::random_ir::random_graph_module(seed);
+        inputs.push(strata_runtime::format::write_model(&ctx, m, &Default::default()).unwrap());
+    }
+    for (k, data) in inputs.iter().enumerate() {
+        strata_tests::fuzz::load_model(data);
+        for m in mutations(data, 2000 + k as u64) {
+            strata_tests::fuzz::load_model(&m);
+        }
+    }
+}
+
+fn corpus_files(target: &str) -> Vec<Vec<u8>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut paths = Vec::new();
+    files(&root.join("../fuzz/corpus").join(target), None, &mut paths);
+    paths.sort();
+    paths.iter().map(|p| std::fs::read(p).expect("readable corpus file")).collect()
+}

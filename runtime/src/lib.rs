@@ -1,1 +1,4 @@
-//! placeholder
+//! strata-runtime: model files (FlatBuffers, [`format`]) and, later, the
+//! compiled executable and its executor.
+
+pub mod format;

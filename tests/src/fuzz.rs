@@ -75,3 +75,18 @@ pub fn pipeline(data: &[u8]) {
         panic!("round trip after the pipeline failed:\n{e}");
     }
 }
+
+/// Arbitrary bytes as a model file: reading must not panic; a file that reads
+/// must write back to a file that reads to the same module.
+pub fn load_model(data: &[u8]) {
+    let mut ctx = strata_dialects::context();
+    let Ok((module, info)) = strata_runtime::format::read_model(data, &mut ctx) else { return };
+    let first = print_module(&ctx, module, &PrintOptions { print_large_consts: true, ..PrintOptions::default() });
+    let bytes =
+        strata_runtime::format::write_model(&ctx, module, &info).unwrap_or_else(|e| panic!("rewrite failed: {e}"));
+    let mut again = strata_dialects::context();
+    let (m2, _) =
+        strata_runtime::format::read_model(&bytes, &mut again).unwrap_or_else(|e| panic!("re-read failed: {e}"));
+    let second = print_module(&again, m2, &PrintOptions { print_large_consts: true, ..PrintOptions::default() });
+    assert_eq!(first, second, "model round trip changed the module");
+}

@@ -1,0 +1,186 @@
+//! The model file format: a strata module (any dialect) as one self-contained
+//! FlatBuffer (`runtime/format/model.fbs`, identifier `STRM`).
+//!
+//! Operators are stored generically (name, operand and result value ids,
+//! attributes, regions, location), types and attributes mirror the IR's closed
+//! sets, and dense constants live in a tensor table. Reading verifies the buffer
+//! with the FlatBuffers verifier (bounded depth and size) before touching it,
+//! checks every index, rebuilds the module through the `Rewriter`, and runs the
+//! IR verifier: a truncated, corrupted or hostile file gets an error, never a
+//! panic or an out-of-bounds read.
+//!
+//! Version policy: `format_major` changes when old readers cannot read new files;
+//! a file with a newer major version is rejected naming both versions. Minor
+//! versions add optional fields that older readers ignore.
+
+#[allow(unsafe_code, missing_docs, unused_imports, dead_code, deprecated, clippy::all, clippy::pedantic)]
+#[rustfmt::skip]
+mod generated;
+
+use generated::strata::fbs as fb;
+use strata_ir::{ElemType, Layout, QScale, TensorData};
+
+/// The major format version this build writes and reads.
+pub const FORMAT_MAJOR: u16 = 1;
+/// The minor format version this build writes.
+pub const FORMAT_MINOR: u16 = 0;
+/// The FlatBuffers file identifier.
+pub const FILE_IDENTIFIER: &str = "STRM";
+
+/// Why a model could not be written or read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    /// The bytes are not a strata model.
+    #[error("not a strata model file: {0}")]
+    NotAModel(String),
+    /// Written by a newer, incompatible strata.
+    #[error(
+        "the model file has format version {file_major}.{file_minor}, newer than this strata's {ours_major}.{ours_minor}; upgrade strata to load it"
+    )]
+    NewerVersion {
+        /// The file's major version.
+        file_major: u16,
+        /// The file's minor version.
+        file_minor: u16,
+        /// This build's major version.
+        ours_major: u16,
+        /// This build's minor version.
+        ours_minor: u16,
+    },
+    /// The buffer is damaged or inconsistent.
+    #[error("corrupt model file: {0}")]
+    Corrupt(String),
+    /// The rebuilt module does not verify.
+    #[error("the model's graph does not verify:\n{0}")]
+    Invalid(String),
+    /// The module cannot be written.
+    #[error("cannot write the model: {0}")]
+    Write(String),
+}
+
+type FResult<T> = Result<T, FormatError>;
+
+fn corrupt(msg: impl Into<String>) -> FormatError {
+    FormatError::Corrupt(msg.into())
+}
+
+/// Model metadata (MegEngine's `Metadata`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Metadata {
+    /// Whether the metadata is meaningful.
+    pub is_valid: bool,
+    /// Whether inference optimisation changed the graph.
+    pub graph_modified: bool,
+    /// Free-form user bytes.
+    pub user_info: Vec<u8>,
+    /// Optimisation options, MegEngine's bit layout.
+    pub optimize_options: u64,
+}
+
+/// A named graph input or output.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NamedIo {
+    /// Name.
+    pub name: String,
+    /// Another name it answers to.
+    pub alias: Option<String>,
+}
+
+/// An embedded testcase: inputs and the expected outputs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Testcase {
+    /// Inputs by name.
+    pub inputs: Vec<(String, TensorData)>,
+    /// Expected outputs by name.
+    pub outputs: Vec<(String, TensorData)>,
+    /// Largest accepted error.
+    pub maxerr: f64,
+}
+
+/// Everything in a model file besides the module.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ModelInfo {
+    /// Who wrote the file.
+    pub producer: String,
+    /// The user's model version.
+    pub model_version: u32,
+    /// Metadata, if written.
+    pub metadata: Option<Metadata>,
+    /// Inputs of `@main`, in order.
+    pub inputs: Vec<NamedIo>,
+    /// Outputs of `@main`, in order.
+    pub outputs: Vec<NamedIo>,
+    /// Embedded testcases.
+    pub testcases: Vec<Testcase>,
+    /// Format version of the file (set when reading).
+    pub format_version: (u16, u16),
+}
+
+fn elem_to_fb(e: ElemType) -> (fb::ElemKind, f32, u8) {
+    match e {
+        ElemType::F32 => (fb::ElemKind::F32, 0.0, 0),
+        ElemType::F16 => (fb::ElemKind::F16, 0.0, 0),
+        ElemType::BF16 => (fb::ElemKind::BF16, 0.0, 0),
+        ElemType::I8 => (fb::ElemKind::I8, 0.0, 0),
+        ElemType::U8 => (fb::ElemKind::U8, 0.0, 0),
+        ElemType::I16 => (fb::ElemKind::I16, 0.0, 0),
+        ElemType::U16 => (fb::ElemKind::U16, 0.0, 0),
+        ElemType::I32 => (fb::ElemKind::I32, 0.0, 0),
+        ElemType::I64 => (fb::ElemKind::I64, 0.0, 0),
+        ElemType::Bool => (fb::ElemKind::Bool, 0.0, 0),
+        ElemType::QS8(s) => (fb::ElemKind::QS8, s.get(), 0),
+        ElemType::QS32(s) => (fb::ElemKind::QS32, s.get(), 0),
+        ElemType::QU8(s, z) => (fb::ElemKind::QU8, s.get(), z),
+    }
+}
+
+fn elem_from_fb(d: Option<fb::DType<'_>>) -> FResult<ElemType> {
+    let d = d.ok_or_else(|| corrupt("a dtype is missing"))?;
+    let scale = || {
+        let s = d.scale();
+        if s.is_finite() && s > 0.0 { Ok(QScale::new(s)) } else { Err(corrupt(format!("bad quantisation scale {s}"))) }
+    };
+    Ok(match d.kind() {
+        fb::ElemKind::F32 => ElemType::F32,
+        fb::ElemKind::F16 => ElemType::F16,
+        fb::ElemKind::BF16 => ElemType::BF16,
+        fb::ElemKind::I8 => ElemType::I8,
+        fb::ElemKind::U8 => ElemType::U8,
+        fb::ElemKind::I16 => ElemType::I16,
+        fb::ElemKind::U16 => ElemType::U16,
+        fb::ElemKind::I32 => ElemType::I32,
+        fb::ElemKind::I64 => ElemType::I64,
+        fb::ElemKind::Bool => ElemType::Bool,
+        fb::ElemKind::QS8 => ElemType::QS8(scale()?),
+        fb::ElemKind::QS32 => ElemType::QS32(scale()?),
+        fb::ElemKind::QU8 => ElemType::QU8(scale()?, d.zero_point()),
+        other => return Err(corrupt(format!("unknown element kind {}", other.0))),
+    })
+}
+
+const LAYOUTS: [(Layout, fb::LayoutKind); 10] = [
+    (Layout::Nchw, fb::LayoutKind::Nchw),
+    (Layout::Nhwc, fb::LayoutKind::Nhwc),
+    (Layout::Nchw88, fb::LayoutKind::Nchw88),
+    (Layout::Nchw44, fb::LayoutKind::Nchw44),
+    (Layout::Nchw44Dot, fb::LayoutKind::Nchw44Dot),
+    (Layout::Nchw4, fb::LayoutKind::Nchw4),
+    (Layout::Nchw32, fb::LayoutKind::Nchw32),
+    (Layout::Chwn4, fb::LayoutKind::Chwn4),
+    (Layout::Nchw64, fb::LayoutKind::Nchw64),
+    (Layout::Nhwcd4, fb::LayoutKind::Nhwcd4),
+];
+
+fn layout_to_fb(l: Layout) -> fb::LayoutKind {
+    LAYOUTS.iter().find(|(x, _)| *x == l).map(|&(_, f)| f).expect("invariant: every layout is listed")
+}
+
+fn layout_from_fb(f: fb::LayoutKind) -> FResult<Layout> {
+    LAYOUTS.iter().find(|(_, x)| *x == f).map(|&(l, _)| l).ok_or_else(|| corrupt(format!("unknown layout {}", f.0)))
+}
+
+mod read;
+mod write;
+
+pub use read::read_model;
+pub use write::write_model;
