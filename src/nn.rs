@@ -105,7 +105,10 @@ impl Module for Linear {
     }
 }
 
-/// Batch normalisation over channels; inference form unless training.
+/// Batch normalisation over channels: the inference form (`graph.batch_norm`
+/// with the running statistics) unless training, where it normalises with the
+/// batch's own statistics. strata does not train, so training mode does not
+/// update the running statistics.
 pub struct BatchNorm2d {
     /// `[1, C, 1, 1]`.
     pub scale: Tensor,
