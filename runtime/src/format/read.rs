@@ -66,7 +66,7 @@ pub fn read_model(bytes: &[u8], ctx: &mut Context) -> FResult<(OpId, ModelInfo)>
         return Err(corrupt(format!("the top-level op is {:?}, not `{module_name}`", module_fb.name())));
     }
     let module = r.op(module_fb, InsertPoint::Detached)?;
-    let info = r.info()?;
+    let info = r.info(module)?;
     let ctx = r.rw.ctx();
     strata_ir::verify(ctx, module, strata_ir::VerifyOptions::default())
         .map_err(|d| FormatError::Invalid(strata_ir::diag::render_all(ctx, &d, None)))?;
@@ -294,13 +294,25 @@ impl<'a> Reader<'a, '_> {
         Ok(op)
     }
 
+    /// Named inputs or outputs; when present they must be exactly `expected`
+    /// (the arguments or returned values of `@main`), in order.
     fn io(
         &self,
         list: Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<fb::IO<'a>>>>,
+        expected: &[ValueId],
+        what: &str,
     ) -> FResult<Vec<NamedIo>> {
+        let items = list.map(|v| v.iter().collect::<Vec<_>>()).unwrap_or_default();
+        if !items.is_empty() && items.len() != expected.len() {
+            return Err(corrupt(format!("{} named {what}s for {} {what}s of @main", items.len(), expected.len())));
+        }
         let mut out = Vec::new();
-        for io in list.map(|v| v.iter().collect::<Vec<_>>()).unwrap_or_default() {
-            index(io.value(), self.values.len(), "input/output value")?;
+        for (io, &want) in items.iter().zip(expected) {
+            let i = index(io.value(), self.values.len(), "input/output value")?;
+            if self.values[i] != Some(want) {
+                let name = io.name().unwrap_or_default();
+                return Err(corrupt(format!("named {what} `{name}` does not refer to @main's {what}")));
+            }
             out.push(NamedIo {
                 name: io.name().unwrap_or_default().to_string(),
                 alias: io.alias().map(str::to_string),
@@ -309,8 +321,9 @@ impl<'a> Reader<'a, '_> {
         Ok(out)
     }
 
-    fn info(&self) -> FResult<ModelInfo> {
+    fn info(&self, module: OpId) -> FResult<ModelInfo> {
         let m = self.model;
+        let (args, results) = super::write::main_values(self.rw.ctx(), module);
         let metadata = m.metadata().map(|md| Metadata {
             is_valid: md.is_valid(),
             graph_modified: md.graph_modified(),
@@ -336,8 +349,8 @@ impl<'a> Reader<'a, '_> {
             producer: m.producer().unwrap_or_default().to_string(),
             model_version: m.model_version(),
             metadata,
-            inputs: self.io(m.inputs())?,
-            outputs: self.io(m.outputs())?,
+            inputs: self.io(m.inputs(), &args, "input")?,
+            outputs: self.io(m.outputs(), &results, "output")?,
             testcases,
             format_version: (m.format_major(), m.format_minor()),
         })
