@@ -12,6 +12,7 @@
 
 pub mod driver;
 pub mod error;
+pub mod feed;
 pub mod nn;
 pub mod tensor;
 mod tensor_ops;
