@@ -191,3 +191,41 @@ fn trace_writes_ir_that_opt_accepts() {
     let bad = strata(&["trace", "nosuchnet"], None);
     assert!(!bad.status.success() && text(&bad.stderr).contains("unknown model"));
 }
+
+fn small_model_file(dir: &std::path::Path) -> std::path::PathBuf {
+    use strata::runtime::format::{Metadata, ModelInfo, NamedIo, write_model};
+    use strata::{Tensor, TraceOptions, trace, zoo};
+    let model = zoo::build("resblock", 0).unwrap();
+    let mut t = trace(|a: &[Tensor]| model.forward(&a[0]), TraceOptions { record_only: true, ..TraceOptions::default() }).unwrap();
+    t.call(&[model.random_input(1, 0).unwrap()]).unwrap();
+    t.compile().unwrap();
+    let (ctx, m) = t.compiled_module().unwrap();
+    let info = ModelInfo {
+        producer: "strata tests".into(),
+        model_version: 2,
+        metadata: Some(Metadata { is_valid: true, graph_modified: false, user_info: b"resblock demo".to_vec(), optimize_options: 0 }),
+        inputs: vec![NamedIo { name: "data".into(), alias: None }],
+        outputs: vec![NamedIo { name: "out".into(), alias: None }],
+        ..ModelInfo::default()
+    };
+    let path = dir.join("resblock.smdl");
+    std::fs::write(&path, write_model(ctx, m, &info).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn info_describes_a_model_file() {
+    let dir = std::env::temp_dir().join(format!("strata-cli-info-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = small_model_file(&dir);
+    let out = strata(&["info", path.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    insta::assert_snapshot!("info_resblock", text(&out.stdout));
+    let json = strata(&["info", "--json", path.to_str().unwrap()], None);
+    let j = text(&json.stdout);
+    assert!(j.starts_with('{') && j.contains("\"user_info\": \"resblock demo\"") && j.contains("\"graph.conv2d\": 1"), "{j}");
+    std::fs::write(dir.join("bad.smdl"), b"definitely not a model").unwrap();
+    let bad = strata(&["info", dir.join("bad.smdl").to_str().unwrap()], None);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(text(&bad.stderr).contains("not a strata model file"), "{}", text(&bad.stderr));
+}

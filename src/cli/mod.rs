@@ -1,6 +1,7 @@
 //! Command-line interface: `strata opt`, `strata demo`.
 
 mod demo;
+mod info;
 mod opt;
 mod zoo;
 
@@ -25,6 +26,8 @@ enum Command {
     Zoo(zoo::ZooArgs),
     /// Trace a zoo model and print (or write) its graph-dialect IR.
     Trace(zoo::TraceArgs),
+    /// Show what a model file holds.
+    Info(info::InfoArgs),
 }
 
 /// Printing flags shared by the commands that print IR.
@@ -64,6 +67,7 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Zoo(args) => zoo::run_zoo(args),
         Command::Trace(args) => zoo::run_trace(args),
+        Command::Info(args) => info::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
