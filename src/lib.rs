@@ -13,6 +13,7 @@
 pub mod driver;
 pub mod error;
 pub mod feed;
+pub mod model;
 pub mod nn;
 pub mod tensor;
 mod tensor_ops;
@@ -20,6 +21,7 @@ pub mod trace;
 pub mod zoo;
 
 pub use error::{Error, Result};
+pub use model::{LoadedModel, load};
 pub use strata_ir::ElemType;
 pub use tensor::{AttrVal, Tensor};
 pub use tensor_ops::{ConvParams, Nonlinearity};

@@ -196,14 +196,21 @@ fn small_model_file(dir: &std::path::Path) -> std::path::PathBuf {
     use strata::runtime::format::{Metadata, ModelInfo, NamedIo, write_model};
     use strata::{Tensor, TraceOptions, trace, zoo};
     let model = zoo::build("resblock", 0).unwrap();
-    let mut t = trace(|a: &[Tensor]| model.forward(&a[0]), TraceOptions { record_only: true, ..TraceOptions::default() }).unwrap();
+    let mut t =
+        trace(|a: &[Tensor]| model.forward(&a[0]), TraceOptions { record_only: true, ..TraceOptions::default() })
+            .unwrap();
     t.call(&[model.random_input(1, 0).unwrap()]).unwrap();
     t.compile().unwrap();
     let (ctx, m) = t.compiled_module().unwrap();
     let info = ModelInfo {
         producer: "strata tests".into(),
         model_version: 2,
-        metadata: Some(Metadata { is_valid: true, graph_modified: false, user_info: b"resblock demo".to_vec(), optimize_options: 0 }),
+        metadata: Some(Metadata {
+            is_valid: true,
+            graph_modified: false,
+            user_info: b"resblock demo".to_vec(),
+            optimize_options: 0,
+        }),
         inputs: vec![NamedIo { name: "data".into(), alias: None }],
         outputs: vec![NamedIo { name: "out".into(), alias: None }],
         ..ModelInfo::default()
@@ -223,7 +230,10 @@ fn info_describes_a_model_file() {
     insta::assert_snapshot!("info_resblock", text(&out.stdout));
     let json = strata(&["info", "--json", path.to_str().unwrap()], None);
     let j = text(&json.stdout);
-    assert!(j.starts_with('{') && j.contains("\"user_info\": \"resblock demo\"") && j.contains("\"graph.conv2d\": 1"), "{j}");
+    assert!(
+        j.starts_with('{') && j.contains("\"user_info\": \"resblock demo\"") && j.contains("\"graph.conv2d\": 1"),
+        "{j}"
+    );
     std::fs::write(dir.join("bad.smdl"), b"definitely not a model").unwrap();
     let bad = strata(&["info", dir.join("bad.smdl").to_str().unwrap()], None);
     assert_eq!(bad.status.code(), Some(1));
