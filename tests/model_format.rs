@@ -2,17 +2,25 @@
 //! damaged or hostile files give errors, never panics.
 
 use strata_ir::{Context, OpId, PrintOptions, print_module};
-use strata_runtime::format::{FormatError, Metadata, ModelInfo, NamedIo, Testcase, read_model, write_model};
+use strata_runtime::format::{
+    DumpFormat, FormatError, Metadata, ModelInfo, NamedIo, Testcase, read_model, write_model, write_model_as,
+};
 
 fn full(ctx: &Context, m: OpId) -> String {
     print_module(ctx, m, &PrintOptions { print_large_consts: true, print_locs: true, ..PrintOptions::default() })
 }
 
 fn roundtrip(ctx: &Context, m: OpId, info: &ModelInfo) -> (Vec<u8>, Context, OpId, ModelInfo) {
+    // The FBS layout must read back to the same module and info as FBS_V2.
+    let fbs = write_model_as(ctx, m, info, DumpFormat::Fbs).unwrap();
+    let mut from_fbs = strata_dialects::context();
+    let (mf, info_f) = read_model(&fbs, &mut from_fbs).unwrap_or_else(|e| panic!("FBS: {e}"));
+    assert_eq!(full(ctx, m), full(&from_fbs, mf));
     let bytes = write_model(ctx, m, info).unwrap();
     let mut back = strata_dialects::context();
     let (m2, info2) = read_model(&bytes, &mut back).unwrap_or_else(|e| panic!("{e}\n{}", full(ctx, m)));
     assert_eq!(full(ctx, m), full(&back, m2));
+    assert_eq!(info_f, info2);
     (bytes, back, m2, info2)
 }
 
@@ -106,6 +114,44 @@ fn testcases_roundtrip() {
 fn sample_file() -> Vec<u8> {
     let (ctx, m) = traced("lenet");
     write_model(&ctx, m, &ModelInfo::default()).unwrap()
+}
+
+fn sample_fbs_file() -> Vec<u8> {
+    let (ctx, m) = traced("lenet");
+    write_model_as(&ctx, m, &ModelInfo::default(), DumpFormat::Fbs).unwrap()
+}
+
+#[test]
+fn fbs_layout_aligns_tensor_data_and_survives_damage() {
+    let good = sample_fbs_file();
+    assert!(good.starts_with(strata_runtime::format::FBS_MAGIC));
+    read(&good).unwrap();
+    // Every constant's bytes sit in the raw region, 64-byte aligned in the file.
+    let (ctx, m) = traced("lenet");
+    let mut checked = 0;
+    for op in ctx.walk(m) {
+        let Some(t) = ctx.op(op).results.first().and_then(|&r| ctx.constant_value(r)) else { continue };
+        if t.bytes().len() < 64 {
+            continue;
+        }
+        let at = good.windows(t.bytes().len()).position(|w| w == t.bytes()).expect("constant bytes are in the file");
+        assert_eq!(at % 64, 0, "constant at byte {at} is not 64-byte aligned");
+        checked += 1;
+    }
+    assert!(checked >= 4, "only {checked} constants checked");
+    for k in 0..64 {
+        assert!(read(&good[..good.len() * k / 64]).is_err(), "truncation {k}/64 must fail");
+    }
+    let mut rng = strata_ir::tensor::SplitMix64(5);
+    for _ in 0..300 {
+        let mut bad = good.clone();
+        let i = (rng.next_u64() % bad.len() as u64) as usize;
+        bad[i] ^= 1 << (rng.next_u64() % 8);
+        let _ = read(&bad);
+    }
+    let mut huge = good.clone();
+    huge[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert!(read(&huge).unwrap_err().to_string().contains("outside"), "a graph offset past the end is an error");
 }
 
 fn read(bytes: &[u8]) -> Result<(), FormatError> {

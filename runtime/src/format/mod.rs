@@ -179,8 +179,56 @@ fn layout_from_fb(f: fb::LayoutKind) -> FResult<Layout> {
     LAYOUTS.iter().find(|(_, x)| *x == f).map(|&(l, _)| l).ok_or_else(|| corrupt(format!("unknown layout {}", f.0)))
 }
 
+/// The two container layouts (MegEngine's `dump_format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DumpFormat {
+    /// One self-contained FlatBuffer with tensor data inline (the default).
+    #[default]
+    FbsV2,
+    /// A header, then the raw tensor data (each tensor 64-byte aligned, so it can
+    /// be mapped without copying), then the FlatBuffer graph.
+    Fbs,
+}
+
+/// Magic of the FBS layout.
+pub const FBS_MAGIC: &[u8; 8] = b"STRMFBS\0";
+/// Alignment of tensors in the FBS raw region.
+pub const RAW_ALIGN: usize = 64;
+/// Size of the FBS header: magic, then the graph's offset and length (`u64` LE each).
+const FBS_HEADER: usize = 24;
+
+/// Lays out an FBS file: header, raw region (padded so the graph is 8-aligned), graph.
+fn fbs_file(raw: &[u8], graph: &[u8]) -> Vec<u8> {
+    let raw_start = FBS_HEADER.next_multiple_of(RAW_ALIGN);
+    let graph_at = (raw_start + raw.len()).next_multiple_of(8);
+    let mut out = Vec::with_capacity(graph_at + graph.len());
+    out.extend_from_slice(FBS_MAGIC);
+    out.extend_from_slice(&(graph_at as u64).to_le_bytes());
+    out.extend_from_slice(&(graph.len() as u64).to_le_bytes());
+    out.resize(raw_start, 0);
+    out.extend_from_slice(raw);
+    out.resize(graph_at, 0);
+    out.extend_from_slice(graph);
+    out
+}
+
+/// Splits an FBS file into (raw region, graph), checking every bound.
+fn split_fbs(bytes: &[u8]) -> FResult<(&[u8], &[u8])> {
+    if bytes.len() < FBS_HEADER {
+        return Err(corrupt("the FBS header is truncated"));
+    }
+    let word = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("invariant: 8 bytes"));
+    let (at, len) = (word(8), word(16));
+    let raw_start = FBS_HEADER.next_multiple_of(RAW_ALIGN) as u64;
+    let end = at.checked_add(len).filter(|&e| e <= bytes.len() as u64 && at >= raw_start);
+    let end = end.ok_or_else(|| {
+        corrupt(format!("the graph ({len} bytes at {at}) lies outside the {}-byte file", bytes.len()))
+    })?;
+    Ok((&bytes[raw_start as usize..at as usize], &bytes[at as usize..end as usize]))
+}
+
 mod read;
 mod write;
 
 pub use read::read_model;
-pub use write::write_model;
+pub use write::{write_model, write_model_as};

@@ -21,6 +21,8 @@ fn verifier_options() -> flatbuffers::VerifierOptions {
 
 struct Reader<'a, 'c> {
     model: fb::Model<'a>,
+    /// The raw tensor region of an FBS file.
+    raw: Option<&'a [u8]>,
     rw: Rewriter<'c>,
     types: Vec<Ty>,
     value_tys: Vec<Ty>,
@@ -28,8 +30,14 @@ struct Reader<'a, 'c> {
     values: Vec<Option<ValueId>>,
 }
 
-/// Reads a model file into `ctx`: the module and everything else in the file.
+/// Reads a model file (either layout) into `ctx`: the module and everything else in the file.
 pub fn read_model(bytes: &[u8], ctx: &mut Context) -> FResult<(OpId, ModelInfo)> {
+    let (raw, bytes) = if bytes.starts_with(super::FBS_MAGIC) {
+        let (raw, graph) = super::split_fbs(bytes)?;
+        (Some(raw), graph)
+    } else {
+        (None, bytes)
+    };
     if bytes.len() < 8 {
         return Err(FormatError::NotAModel(format!("{} bytes is too short", bytes.len())));
     }
@@ -52,6 +60,7 @@ pub fn read_model(bytes: &[u8], ctx: &mut Context) -> FResult<(OpId, ModelInfo)>
     }
     let mut r = Reader {
         model,
+        raw,
         rw: Rewriter::new(ctx),
         types: Vec::new(),
         value_tys: Vec::new(),
@@ -163,8 +172,22 @@ impl<'a> Reader<'a, '_> {
             .map(|s| s.iter().map(|d| usize::try_from(d).map_err(|_| corrupt("tensor dim does not fit"))).collect())
             .transpose()?
             .unwrap_or_default();
-        let data = t.data().ok_or_else(|| corrupt(format!("tensor #{i} has no data")))?;
-        let data = TensorData::from_bytes(elem, shape, data.bytes().to_vec().into())
+        let bytes: &[u8] = match (t.data(), self.raw) {
+            (Some(d), _) => d.bytes(),
+            (None, Some(raw)) => {
+                let (offset, size) = (t.offset(), t.size());
+                let end = offset.checked_add(size).filter(|&e| e <= raw.len() as u64);
+                let end = end.ok_or_else(|| {
+                    corrupt(format!(
+                        "tensor #{i} ({size} bytes at {offset}) lies outside the {}-byte data region",
+                        raw.len()
+                    ))
+                })?;
+                &raw[offset as usize..end as usize]
+            }
+            (None, None) => return Err(corrupt(format!("tensor #{i} has no data"))),
+        };
+        let data = TensorData::from_bytes(elem, shape, bytes.to_vec().into())
             .map_err(|e| corrupt(format!("tensor #{i}: {e}")))?;
         Ok((t.name().map(str::to_string), data))
     }

@@ -9,6 +9,8 @@ use strata_ir::{
 
 struct Writer<'a, 'b> {
     ctx: &'a Context,
+    /// `Some` for the FBS layout: tensor bytes go to this raw region.
+    raw: Option<Vec<u8>>,
     fbb: FlatBufferBuilder<'b>,
     types: Vec<WIPOffset<fb::Type<'b>>>,
     type_ids: HashMap<Ty, u32>,
@@ -20,8 +22,14 @@ struct Writer<'a, 'b> {
 
 /// Serialises `module` and `info` into a model file (FBS_V2-like layout).
 pub fn write_model(ctx: &Context, module: OpId, info: &ModelInfo) -> FResult<Vec<u8>> {
+    write_model_as(ctx, module, info, super::DumpFormat::FbsV2)
+}
+
+/// Serialises `module` and `info` in `format`.
+pub fn write_model_as(ctx: &Context, module: OpId, info: &ModelInfo, format: super::DumpFormat) -> FResult<Vec<u8>> {
     let mut w = Writer {
         ctx,
+        raw: matches!(format, super::DumpFormat::Fbs).then(Vec::new),
         fbb: FlatBufferBuilder::with_capacity(1 << 16),
         types: Vec::new(),
         type_ids: HashMap::new(),
@@ -92,7 +100,11 @@ pub fn write_model(ctx: &Context, module: OpId, info: &ModelInfo) -> FResult<Vec
         },
     );
     fb::finish_model_buffer(&mut w.fbb, model);
-    Ok(w.fbb.finished_data().to_vec())
+    let graph = w.fbb.finished_data();
+    Ok(match w.raw {
+        None => graph.to_vec(),
+        Some(raw) => super::fbs_file(&raw, graph),
+    })
 }
 
 /// Arguments and returned values of `@main` (empty when there is none).
@@ -170,11 +182,21 @@ impl<'a, 'b> Writer<'a, 'b> {
         let dtype = self.dtype(t.elem());
         let shape: Vec<u64> = t.shape().iter().map(|&d| d as u64).collect();
         let shape = self.fbb.create_vector(&shape);
-        let data = self.fbb.create_vector(t.bytes());
+        let (data, offset, size) = match &mut self.raw {
+            Some(raw) => {
+                while raw.len() % super::RAW_ALIGN != 0 {
+                    raw.push(0);
+                }
+                let offset = raw.len() as u64;
+                raw.extend_from_slice(t.bytes());
+                (None, offset, t.bytes().len() as u64)
+            }
+            None => (Some(self.fbb.create_vector(t.bytes())), 0, 0),
+        };
         let name = name.map(|n| self.fbb.create_string(n));
         let off = fb::Tensor::create(
             &mut self.fbb,
-            &fb::TensorArgs { name, dtype: Some(dtype), shape: Some(shape), data: Some(data), offset: 0, size: 0 },
+            &fb::TensorArgs { name, dtype: Some(dtype), shape: Some(shape), data, offset, size },
         );
         let i = self.tensors.len() as u32;
         self.tensors.push(off);
