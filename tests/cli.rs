@@ -239,3 +239,12 @@ fn info_describes_a_model_file() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(text(&bad.stderr).contains("not a strata model file"), "{}", text(&bad.stderr));
 }
+
+#[test]
+fn the_example_module_optimises() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/residual.strata");
+    let out = strata(&["opt", path, "-O", "-2"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert_eq!(s.matches("graph.elemwise").count(), 4, "{s}");
+}

@@ -2,8 +2,10 @@
 //! naive reference evaluator.
 //!
 //! - [`func`]: `func.module`, `func.func`, `func.return`, `func.call`.
-//! - [`graph`]: the high-level tensor graph (NCHW). This starter set:
-//!   `graph.const`, `graph.add`, `graph.mul`, `graph.relu`.
+//! - [`graph`]: the high-level tensor graph (NCHW): MegEngine's inference op set
+//!   (`docs/graph-dialect.md`).
+//! - [`apply`]: one op outside a module (shape inference and evaluation), shared
+//!   by eager tensors and the tracer.
 //! - [`interp`]: runs a function op by op with each op's reference `eval`;
 //!   the correctness oracle for every optimised path.
 

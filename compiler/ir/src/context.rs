@@ -69,7 +69,7 @@ pub enum ValueDef {
 /// An operation: name, operands, results, sorted attributes, regions, location.
 #[derive(Clone, Debug)]
 pub struct OpData {
-    /// Interned op name (`graph.add`).
+    /// Interned op name (`graph.conv2d`).
     pub name: Sym,
     /// Operand values.
     pub operands: Vec<ValueId>,

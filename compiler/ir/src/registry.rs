@@ -272,7 +272,7 @@ impl OpDef {
         self.traits.contains(OpTraits::COMMUTATIVE) || self.commutative.is_some_and(|f| f(ctx, op))
     }
 
-    /// The dialect prefix of the name (`graph` for `graph.add`).
+    /// The dialect prefix of the name (`graph` for `graph.conv2d`).
     pub fn dialect(&self) -> &'static str {
         self.name.split_once('.').map_or(self.name, |(d, _)| d)
     }

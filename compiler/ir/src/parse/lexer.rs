@@ -14,7 +14,7 @@ pub struct Span {
 /// A token.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Token<'s> {
-    /// A bare identifier: `graph.add`, `tensor`, `f32`, `true`.
+    /// A bare identifier: `graph.conv2d`, `tensor`, `f32`, `true`.
     Ident(&'s str),
     /// `%name`.
     Value(&'s str),
