@@ -258,20 +258,12 @@ pub fn read_npy(bytes: &[u8]) -> std::result::Result<TensorData, String> {
     };
     let descr = field("descr")?;
     let descr = descr.strip_prefix('\'').and_then(|d| d.split('\'').next()).ok_or("malformed descr")?;
-    let elem = [
-        ElemType::F32,
-        ElemType::F16,
-        ElemType::I8,
-        ElemType::U8,
-        ElemType::I16,
-        ElemType::U16,
-        ElemType::I32,
-        ElemType::I64,
-        ElemType::Bool,
-    ]
-    .into_iter()
-    .find(|&e| npy_descr(e) == Some(descr) || npy_descr(e).map(|d| d.replacen('<', "=", 1)).as_deref() == Some(descr))
-    .ok_or(format!("unsupported .npy dtype {descr}"))?;
+    let elem = ElemType::PLAIN
+        .into_iter()
+        .find(|&e| {
+            npy_descr(e) == Some(descr) || npy_descr(e).map(|d| d.replacen('<', "=", 1)).as_deref() == Some(descr)
+        })
+        .ok_or(format!("unsupported .npy dtype {descr}"))?;
     if field("fortran_order")?.starts_with("True") {
         return Err("Fortran-order .npy arrays are not supported".into());
     }

@@ -13,6 +13,7 @@
 pub mod driver;
 pub mod error;
 pub mod feed;
+pub mod json;
 pub mod model;
 pub mod nn;
 pub mod tensor;

@@ -15,22 +15,6 @@ pub struct InfoArgs {
     json: bool,
 }
 
-fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 /// User info as text when it is UTF-8, else hex.
 fn user_info_text(bytes: &[u8]) -> (String, &'static str) {
     match std::str::from_utf8(bytes) {
@@ -52,16 +36,21 @@ pub fn run(args: InfoArgs) -> Result<()> {
             param_bytes += t.bytes().len();
         }
     }
-    let (args_ty, results_ty) = main_signature(&ctx, module);
-    print!(
-        "{}",
-        if args.json {
-            to_json(&info, &histogram, params, param_bytes, &args_ty, &results_ty)
-        } else {
-            to_text(&info, &histogram, params, param_bytes, &args_ty, &results_ty)
-        }
-    );
+    let (ins, outs) = main_signature(&ctx, module);
+    let summary = Summary { info: &info, hist: &histogram, params, param_bytes, ins: &ins, outs: &outs };
+    print!("{}", if args.json { to_json(&summary) } else { to_text(&summary) });
     Ok(())
+}
+
+/// What `strata info` reports, shared by the text and JSON renderings.
+#[derive(Clone, Copy)]
+struct Summary<'a> {
+    info: &'a ModelInfo,
+    hist: &'a BTreeMap<String, usize>,
+    params: usize,
+    param_bytes: usize,
+    ins: &'a [String],
+    outs: &'a [String],
 }
 
 fn main_signature(ctx: &strata::ir::Context, module: strata::ir::OpId) -> (Vec<String>, Vec<String>) {
@@ -75,14 +64,8 @@ fn io_names(list: &[strata::runtime::format::NamedIo], n: usize, prefix: &str) -
     (0..n).map(|i| list.get(i).map_or_else(|| format!("{prefix}_{i}"), |io| io.name.clone())).collect()
 }
 
-fn to_text(
-    info: &ModelInfo,
-    hist: &BTreeMap<String, usize>,
-    params: usize,
-    param_bytes: usize,
-    ins: &[String],
-    outs: &[String],
-) -> String {
+fn to_text(summary: &Summary<'_>) -> String {
+    let Summary { info, hist, params, param_bytes, ins, outs } = *summary;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -122,19 +105,13 @@ fn to_text(
     s
 }
 
-fn to_json(
-    info: &ModelInfo,
-    hist: &BTreeMap<String, usize>,
-    params: usize,
-    param_bytes: usize,
-    ins: &[String],
-    outs: &[String],
-) -> String {
+fn to_json(summary: &Summary<'_>) -> String {
+    let Summary { info, hist, params, param_bytes, ins, outs } = *summary;
     let io = |names: Vec<String>, tys: &[String]| {
         names
             .iter()
             .zip(tys)
-            .map(|(n, t)| format!("{{\"name\": {}, \"type\": {}}}", json_str(n), json_str(t)))
+            .map(|(n, t)| format!("{{\"name\": {}, \"type\": {}}}", strata::json::quote(n), strata::json::quote(t)))
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -146,16 +123,16 @@ fn to_json(
                 m.is_valid,
                 m.graph_modified,
                 m.optimize_options,
-                json_str(&text),
-                json_str(kind)
+                strata::json::quote(&text),
+                strata::json::quote(kind)
             )
         }
         None => "null".into(),
     };
-    let hist: Vec<String> = hist.iter().map(|(k, v)| format!("{}: {v}", json_str(k))).collect();
+    let hist: Vec<String> = hist.iter().map(|(k, v)| format!("{}: {v}", strata::json::quote(k))).collect();
     format!(
         "{{\"producer\": {}, \"format_version\": \"{}.{}\", \"model_version\": {}, \"metadata\": {metadata}, \"inputs\": [{}], \"outputs\": [{}], \"constants\": {params}, \"constant_bytes\": {param_bytes}, \"ops\": {{{}}}, \"testcases\": {}}}\n",
-        json_str(&info.producer),
+        strata::json::quote(&info.producer),
         info.format_version.0,
         info.format_version.1,
         info.model_version,

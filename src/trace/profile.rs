@@ -127,8 +127,8 @@ impl Profile {
                 "{}\n    {{\"index\": {}, \"op\": {}, \"loc\": {}, \"shapes\": [{}], \"calls\": {}, \"total_us\": {:.3}, \"mean_us\": {:.3}}}",
                 if k == 0 { "" } else { "," },
                 o.index,
-                json_str(&o.op),
-                o.loc.as_deref().map_or("null".to_string(), json_str),
+                crate::json::quote(&o.op),
+                o.loc.as_deref().map_or("null".to_string(), crate::json::quote),
                 shapes.join(", "),
                 o.calls,
                 total_us,
@@ -148,12 +148,12 @@ impl Profile {
                 s,
                 "{}\n{{\"name\": {}, \"cat\": \"op\", \"ph\": \"X\", \"ts\": {:.3}, \"dur\": {:.3}, \"pid\": 1, \"tid\": 1, \"args\": {{\"index\": {}, \"run\": {}, \"loc\": {}}}}}",
                 if k == 0 { "" } else { "," },
-                json_str(&o.op),
+                crate::json::quote(&o.op),
                 e.start.as_secs_f64() * 1e6,
                 e.dur.as_secs_f64() * 1e6,
                 e.index,
                 e.run,
-                o.loc.as_deref().map_or("null".to_string(), json_str)
+                o.loc.as_deref().map_or("null".to_string(), crate::json::quote)
             );
         }
         s.push_str("\n]\n");
@@ -164,22 +164,4 @@ impl Profile {
     pub fn write_chrome_trace(&self, path: &std::path::Path) -> std::io::Result<()> {
         std::fs::write(path, self.to_chrome_trace())
     }
-}
-
-/// A JSON string literal.
-pub(crate) fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
