@@ -1,8 +1,10 @@
-//! Command-line interface: `strata opt`, `strata demo`.
+//! Command-line interface: `strata opt`, `demo`, `zoo`, `trace`, `dump`, `info`, `run`.
 
 mod demo;
+mod dump;
 mod info;
 mod opt;
+mod run;
 mod zoo;
 
 use clap::{Parser, Subcommand};
@@ -26,8 +28,12 @@ enum Command {
     Zoo(zoo::ZooArgs),
     /// Trace a zoo model and print (or write) its graph-dialect IR.
     Trace(zoo::TraceArgs),
+    /// Trace a zoo model (or read a `.strata` file) and dump it to a model file.
+    Dump(dump::DumpArgs),
     /// Show what a model file holds.
     Info(info::InfoArgs),
+    /// Load a model file and run it (like MegEngine's load_and_run).
+    Run(run::RunArgs),
 }
 
 /// Printing flags shared by the commands that print IR.
@@ -67,7 +73,9 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Zoo(args) => zoo::run_zoo(args),
         Command::Trace(args) => zoo::run_trace(args),
+        Command::Dump(args) => dump::run(args),
         Command::Info(args) => info::run(args),
+        Command::Run(args) => run::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
