@@ -104,7 +104,12 @@ fn testcases_roundtrip() {
     let x = strata_ir::TensorData::random_uniform(strata_ir::ElemType::F32, vec![1, 16, 16, 16], -1.0, 1.0, 1).unwrap();
     let y = strata_dialects::interp::run(&ctx, m, "main", std::slice::from_ref(&x)).unwrap().remove(0);
     let info = ModelInfo {
-        testcases: vec![Testcase { inputs: vec![("data".into(), x)], outputs: vec![("out".into(), y)], maxerr: 1e-4 }],
+        testcases: vec![Testcase {
+            inputs: vec![("data".into(), x)],
+            outputs: vec![("out".into(), y)],
+            maxerr: 1e-4,
+            silent: false,
+        }],
         ..ModelInfo::default()
     };
     let (_, _, _, info2) = roundtrip(&ctx, m, &info);

@@ -2476,6 +2476,7 @@ pub mod strata {
             pub const VT_INPUTS: ::flatbuffers::VOffsetT = 4;
             pub const VT_OUTPUTS: ::flatbuffers::VOffsetT = 6;
             pub const VT_MAXERR: ::flatbuffers::VOffsetT = 8;
+            pub const VT_SILENT: ::flatbuffers::VOffsetT = 10;
 
             #[inline]
             pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2494,6 +2495,7 @@ pub mod strata {
                 if let Some(x) = args.inputs {
                     builder.add_inputs(x);
                 }
+                builder.add_silent(args.silent);
                 builder.finish()
             }
 
@@ -2528,6 +2530,13 @@ pub mod strata {
                 // which contains a valid value in this slot
                 unsafe { self._tab.get::<f64>(Testcase::VT_MAXERR, Some(0.0)).unwrap() }
             }
+            #[inline]
+            pub fn silent(&self) -> bool {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<bool>(Testcase::VT_SILENT, Some(false)).unwrap() }
+            }
         }
 
         impl ::flatbuffers::Verifiable for Testcase<'_> {
@@ -2544,6 +2553,7 @@ pub mod strata {
                         ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<NamedTensor>>,
                     >>("outputs", Self::VT_OUTPUTS, false)?
                     .visit_field::<f64>("maxerr", Self::VT_MAXERR, false)?
+                    .visit_field::<bool>("silent", Self::VT_SILENT, false)?
                     .finish();
                 Ok(())
             }
@@ -2556,11 +2566,12 @@ pub mod strata {
                 ::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<NamedTensor<'a>>>>,
             >,
             pub maxerr: f64,
+            pub silent: bool,
         }
         impl<'a> Default for TestcaseArgs<'a> {
             #[inline]
             fn default() -> Self {
-                TestcaseArgs { inputs: None, outputs: None, maxerr: 0.0 }
+                TestcaseArgs { inputs: None, outputs: None, maxerr: 0.0, silent: false }
             }
         }
 
@@ -2592,6 +2603,10 @@ pub mod strata {
                 self.fbb_.push_slot::<f64>(Testcase::VT_MAXERR, maxerr, 0.0);
             }
             #[inline]
+            pub fn add_silent(&mut self, silent: bool) {
+                self.fbb_.push_slot::<bool>(Testcase::VT_SILENT, silent, false);
+            }
+            #[inline]
             pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TestcaseBuilder<'a, 'b, A> {
                 let start = _fbb.start_table();
                 TestcaseBuilder { fbb_: _fbb, start_: start }
@@ -2609,6 +2624,7 @@ pub mod strata {
                 ds.field("inputs", &self.inputs());
                 ds.field("outputs", &self.outputs());
                 ds.field("maxerr", &self.maxerr());
+                ds.field("silent", &self.silent());
                 ds.finish()
             }
         }

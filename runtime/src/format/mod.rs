@@ -95,6 +95,8 @@ pub struct Testcase {
     pub outputs: Vec<(String, TensorData)>,
     /// Largest accepted error.
     pub maxerr: f64,
+    /// Whether running the testcase keeps quiet about the errors it measures.
+    pub silent: bool,
 }
 
 /// Everything in a model file besides the module.
@@ -182,7 +184,7 @@ fn layout_from_fb(f: fb::LayoutKind) -> FResult<Layout> {
 /// The two container layouts (MegEngine's `dump_format`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DumpFormat {
-    /// One self-contained FlatBuffer with tensor data inline (the default).
+    /// One size-prefixed, self-contained FlatBuffer with tensor data inline (the default).
     #[default]
     FbsV2,
     /// A header, then the raw tensor data (each tensor 64-byte aligned, so it can
@@ -197,7 +199,8 @@ pub const RAW_ALIGN: usize = 64;
 /// Size of the FBS header: magic, then the graph's offset and length (`u64` LE each).
 const FBS_HEADER: usize = 24;
 
-/// Lays out an FBS file: header, raw region (padded so the graph is 8-aligned), graph.
+/// Lays out an FBS model: header, raw region (padded so the graph is 8-aligned), graph.
+/// Offsets in the header are relative to the model's first byte.
 fn fbs_file(raw: &[u8], graph: &[u8]) -> Vec<u8> {
     let raw_start = FBS_HEADER.next_multiple_of(RAW_ALIGN);
     let graph_at = (raw_start + raw.len()).next_multiple_of(8);
@@ -212,8 +215,15 @@ fn fbs_file(raw: &[u8], graph: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Splits an FBS file into (raw region, graph), checking every bound.
+/// Splits one FBS model into (raw region, graph), checking every bound.
 fn split_fbs(bytes: &[u8]) -> FResult<(&[u8], &[u8])> {
+    let end = fbs_len(bytes)?;
+    let at = u64::from_le_bytes(bytes[8..16].try_into().expect("invariant: 8 bytes")) as usize;
+    Ok((&bytes[FBS_HEADER.next_multiple_of(RAW_ALIGN)..at], &bytes[at..end]))
+}
+
+/// The length of the FBS model at the start of `bytes`.
+fn fbs_len(bytes: &[u8]) -> FResult<usize> {
     if bytes.len() < FBS_HEADER {
         return Err(corrupt("the FBS header is truncated"));
     }
@@ -224,11 +234,62 @@ fn split_fbs(bytes: &[u8]) -> FResult<(&[u8], &[u8])> {
     let end = end.ok_or_else(|| {
         corrupt(format!("the graph ({len} bytes at {at}) lies outside the {}-byte file", bytes.len()))
     })?;
-    Ok((&bytes[raw_start as usize..at as usize], &bytes[at as usize..end as usize]))
+    Ok(end as usize)
+}
+
+/// The length of the size-prefixed FBS_V2 model at the start of `bytes`.
+fn v2_len(bytes: &[u8]) -> FResult<usize> {
+    if bytes.len() < 12 {
+        return Err(FormatError::NotAModel(format!("{} bytes is too short", bytes.len())));
+    }
+    if !fb::model_size_prefixed_buffer_has_identifier(bytes) {
+        return Err(FormatError::NotAModel(format!("the file identifier is not `{FILE_IDENTIFIER}`")));
+    }
+    let len = u32::from_le_bytes(bytes[..4].try_into().expect("invariant: 4 bytes")) as usize;
+    let end = len + 4;
+    if end > bytes.len() {
+        return Err(corrupt(format!("the model claims {len} bytes but only {} follow", bytes.len() - 4)));
+    }
+    Ok(end)
+}
+
+/// Where each model of a file lies. A file holds one model, or several written
+/// one after the other (`dump` with `append`); zero bytes (fewer than
+/// [`RAW_ALIGN`]) may pad a model so the next one starts aligned.
+pub fn split_models(bytes: &[u8]) -> FResult<Vec<std::ops::Range<usize>>> {
+    let mut models = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        if !models.is_empty() {
+            let pad = bytes[at..].iter().take(RAW_ALIGN).take_while(|&&b| b == 0).count();
+            if at + pad == bytes.len() {
+                break;
+            }
+            at += pad;
+        }
+        let rest = &bytes[at..];
+        let len = if rest.starts_with(FBS_MAGIC) { fbs_len(rest) } else { v2_len(rest) };
+        let len = len.map_err(|e| match (models.len(), e) {
+            (0, e) => e,
+            (k, e) => corrupt(format!("the bytes after model #{k} (at offset {at}) are not a model: {e}")),
+        })?;
+        models.push(at..at + len);
+        at += len;
+    }
+    if models.is_empty() {
+        return Err(FormatError::NotAModel("the file is empty".into()));
+    }
+    Ok(models)
+}
+
+/// How many zero bytes to write before appending a model to a file of
+/// `existing_len` bytes so the model starts [`RAW_ALIGN`]-aligned.
+pub fn append_padding(existing_len: usize) -> usize {
+    existing_len.next_multiple_of(RAW_ALIGN) - existing_len
 }
 
 mod read;
 mod write;
 
-pub use read::read_model;
+pub use read::{read_model, read_models};
 pub use write::{write_model, write_model_as};

@@ -30,22 +30,47 @@ struct Reader<'a, 'c> {
     values: Vec<Option<ValueId>>,
 }
 
-/// Reads a model file (either layout) into `ctx`: the module and everything else in the file.
+/// Reads the first model of a file (either layout) into `ctx`: the module and
+/// everything else in the file. Later models of an appended file are read with
+/// [`read_models`].
 pub fn read_model(bytes: &[u8], ctx: &mut Context) -> FResult<(OpId, ModelInfo)> {
-    let (raw, bytes) = if bytes.starts_with(super::FBS_MAGIC) {
+    let first = super::split_models(bytes)?.remove(0);
+    read_one(&bytes[first], ctx)
+}
+
+/// Reads every model of a file (several when models were appended).
+pub fn read_models(bytes: &[u8], ctx: &mut Context) -> FResult<Vec<(OpId, ModelInfo)>> {
+    let ranges = super::split_models(bytes)?;
+    let many = ranges.len() > 1;
+    ranges
+        .into_iter()
+        .enumerate()
+        .map(|(k, r)| read_one(&bytes[r], ctx).map_err(|e| if many { prefix_model(k, e) } else { e }))
+        .collect()
+}
+
+fn prefix_model(k: usize, e: FormatError) -> FormatError {
+    match e {
+        FormatError::Corrupt(m) => FormatError::Corrupt(format!("model #{k}: {m}")),
+        FormatError::Invalid(m) => FormatError::Invalid(format!("model #{k}: {m}")),
+        FormatError::NotAModel(m) => FormatError::NotAModel(format!("model #{k}: {m}")),
+        other => other,
+    }
+}
+
+/// Reads the one model that `bytes` holds exactly.
+fn read_one(bytes: &[u8], ctx: &mut Context) -> FResult<(OpId, ModelInfo)> {
+    let verify = |e: flatbuffers::InvalidFlatbuffer| corrupt(format!("the FlatBuffer does not verify: {e}"));
+    let (raw, model) = if bytes.starts_with(super::FBS_MAGIC) {
         let (raw, graph) = super::split_fbs(bytes)?;
-        (Some(raw), graph)
+        if graph.len() < 8 || !fb::model_buffer_has_identifier(graph) {
+            return Err(FormatError::NotAModel(format!("the graph's identifier is not `{}`", super::FILE_IDENTIFIER)));
+        }
+        (Some(raw), flatbuffers::root_with_opts::<fb::Model>(&verifier_options(), graph).map_err(verify)?)
     } else {
-        (None, bytes)
+        // `split_models` checked the size prefix and the identifier.
+        (None, flatbuffers::size_prefixed_root_with_opts::<fb::Model>(&verifier_options(), bytes).map_err(verify)?)
     };
-    if bytes.len() < 8 {
-        return Err(FormatError::NotAModel(format!("{} bytes is too short", bytes.len())));
-    }
-    if !fb::model_buffer_has_identifier(bytes) {
-        return Err(FormatError::NotAModel(format!("the file identifier is not `{}`", super::FILE_IDENTIFIER)));
-    }
-    let model = flatbuffers::root_with_opts::<fb::Model>(&verifier_options(), bytes)
-        .map_err(|e| corrupt(format!("the FlatBuffer does not verify: {e}")))?;
     let (major, minor) = (model.format_major(), model.format_minor());
     if major > FORMAT_MAJOR {
         return Err(FormatError::NewerVersion {
@@ -366,6 +391,7 @@ impl<'a> Reader<'a, '_> {
                 inputs: named(tc.inputs())?,
                 outputs: named(tc.outputs())?,
                 maxerr: tc.maxerr(),
+                silent: tc.silent(),
             });
         }
         Ok(ModelInfo {

@@ -58,7 +58,12 @@ pub fn write_model_as(ctx: &Context, module: OpId, info: &ModelInfo, format: sup
             let outputs = named(&tc.outputs);
             fb::Testcase::create(
                 &mut w.fbb,
-                &fb::TestcaseArgs { inputs: Some(inputs), outputs: Some(outputs), maxerr: tc.maxerr },
+                &fb::TestcaseArgs {
+                    inputs: Some(inputs),
+                    outputs: Some(outputs),
+                    maxerr: tc.maxerr,
+                    silent: tc.silent,
+                },
             )
         })
         .collect();
@@ -99,11 +104,15 @@ pub fn write_model_as(ctx: &Context, module: OpId, info: &ModelInfo, format: sup
             testcases: Some(testcases),
         },
     );
-    fb::finish_model_buffer(&mut w.fbb, model);
-    let graph = w.fbb.finished_data();
     Ok(match w.raw {
-        None => graph.to_vec(),
-        Some(raw) => super::fbs_file(&raw, graph),
+        None => {
+            fb::finish_size_prefixed_model_buffer(&mut w.fbb, model);
+            w.fbb.finished_data().to_vec()
+        }
+        Some(raw) => {
+            fb::finish_model_buffer(&mut w.fbb, model);
+            super::fbs_file(&raw, w.fbb.finished_data())
+        }
     })
 }
 
