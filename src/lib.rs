@@ -11,6 +11,7 @@
 //! opt-level ladder), [`runtime`] (model files and execution).
 
 pub mod driver;
+pub mod dump;
 pub mod error;
 pub mod feed;
 pub mod json;
@@ -19,8 +20,10 @@ pub mod nn;
 pub mod tensor;
 mod tensor_ops;
 pub mod trace;
+pub mod transform;
 pub mod zoo;
 
+pub use dump::{DumpOptions, DumpResult, InferenceOptions};
 pub use error::{Error, Result};
 pub use model::{LoadedModel, load};
 pub use strata_ir::ElemType;

@@ -149,6 +149,9 @@ impl Module for BatchNorm2d {
         if !self.training.get() {
             return x.batch_norm(&self.scale, &self.bias, &self.mean, &self.var, self.eps);
         }
+        crate::trace::session::note_not_dumpable(
+            "can not dump BatchNorm in training mode, maybe you forget to call set_training(false) (model.eval())?",
+        );
         // Batch statistics over N, H, W; running statistics are not updated.
         let mean = x.mean(0, true)?.mean(2, true)?.mean(3, true)?;
         let centred = x.sub(&mean)?;

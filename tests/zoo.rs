@@ -1,10 +1,12 @@
-//! Zoo models: traced and compiled runs agree with eager execution (the
-//! reference evaluator), and the traced IR of the small models is pinned.
+//! Zoo models: traced and compiled runs, and dumped-then-loaded models, agree
+//! with eager execution (the reference evaluator); the traced IR of the small
+//! models is pinned.
 
 #![allow(clippy::cloned_ref_to_slice_refs)] // `&[x.clone()]` reads better in tests
 
 use strata::ir::PrintOptions;
-use strata::{Tensor, TraceOptions, trace, zoo};
+use strata::runtime::format::DumpFormat;
+use strata::{DumpOptions, Tensor, TraceOptions, trace, zoo};
 
 fn input_for(model: &zoo::Model, batch: usize, seed: u64) -> Tensor {
     let mut shape = model.input_shape_for(batch);
@@ -43,6 +45,19 @@ fn every_model_traces_compiles_and_matches_eager() {
         let y3 = traced.call(&[x3.clone()]).unwrap();
         let d3 = max_diff(&model.forward(&x3).unwrap(), &y3);
         assert!(d3 <= 1e-4, "{name}: batch 3 differs by {d3}");
+        // dump -> load -> run equals the traced function, in both formats.
+        let dir = std::env::temp_dir().join(format!("strata-zoo-dump-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for format in [DumpFormat::FbsV2, DumpFormat::Fbs] {
+            let path = dir.join(format!("{name}-{format:?}.smdl"));
+            let options = DumpOptions { dump_format: Some(format), ..DumpOptions::default() };
+            traced.dump(&path, &options).unwrap();
+            let loaded = strata::load(&path).unwrap();
+            let got = loaded.run(&[x3.data().unwrap()]).unwrap().remove(0);
+            let d = max_diff(&y3, &Tensor::from_data(got).unwrap());
+            assert!(d <= 1e-4, "{name} ({format:?}): the loaded model differs by {d}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
 

@@ -1,12 +1,13 @@
 //! `strata demo`: the main job on a built-in model — trace resnet18, show the
-//! recorded graph, compile it, replay through the compiled graph, and check the
-//! result against eager execution.
+//! recorded graph, compile it, replay through the compiled graph, check the
+//! result against eager execution, dump it to a model file with a testcase,
+//! load the file back, run its testcase and the input, and compare again.
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use std::time::Instant;
 use strata::ir::PrintOptions;
-use strata::{Tensor, TraceOptions, trace, zoo};
+use strata::{DumpOptions, Tensor, TraceOptions, trace, zoo};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -22,6 +23,9 @@ pub struct DemoArgs {
     /// Print the full recorded graph (default: the first and last lines).
     #[arg(long)]
     full: bool,
+    /// Where to write the model file (default: `strata-demo-<model>.smdl` in the temp dir).
+    #[arg(long)]
+    dump: Option<std::path::PathBuf>,
 }
 
 fn excerpt(text: &str, full: bool) -> String {
@@ -43,7 +47,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         shape[2] = args.size;
         shape[3] = args.size;
     }
-    let x = Tensor::uniform(&shape, -1.0, 1.0, 42)?;
+    let x = Tensor::uniform(&shape, -1.0, 1.0, 42)?.named("data");
     println!("== {}: {} parameters, input {:?} ==", model.name, model.num_params(), shape);
     let opts =
         TraceOptions { capture_as_const: true, profiling: true, opt_level: args.opt_level, ..TraceOptions::default() };
@@ -59,7 +63,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let compiled_out = traced.call(std::slice::from_ref(&x)).map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("call 2: compiled at -O{} and replayed in {:.2?}", args.opt_level, t1.elapsed());
     let t2 = Instant::now();
-    let again = traced.call(&[x]).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let again = traced.call(std::slice::from_ref(&x)).map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("call 3: replayed in {:.2?}", t2.elapsed());
 
     let (ctx, module) = traced.compiled_module().context("compiled module")?;
@@ -98,5 +102,48 @@ pub fn run(args: DemoArgs) -> Result<()> {
             );
         }
     }
+    dump_and_reload(&args, &traced, &x, &want)
+}
+
+/// Dumps the trace with one embedded testcase, loads the file, checks the
+/// testcase and compares a run on `x` with the eager result `want`.
+fn dump_and_reload<F>(args: &DemoArgs, traced: &strata::Traced<F>, x: &Tensor, want: &[f32]) -> Result<()> {
+    let path =
+        args.dump.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("strata-demo-{}.smdl", args.model)));
+    let options = DumpOptions { input_data: vec!["#rand(-1,1)".into()], ..DumpOptions::default() };
+    let t0 = Instant::now();
+    let result = traced.dump(&path, &options)?;
+    println!(
+        "\n== dumped to {} in {:.2?}: {} bytes, {} ops, {} bytes of weights, 1 testcase (expected values from the unoptimised graph) ==",
+        path.display(),
+        t0.elapsed(),
+        result.tot_bytes,
+        result.nr_opr,
+        result.tensor_value_bytes
+    );
+    let t1 = Instant::now();
+    let loaded = strata::load(&path)?;
+    println!("load model: {:.2?} (verified)", t1.elapsed());
+    for tc in loaded.run_testcases()? {
+        for (name, err) in &tc.errors {
+            let verdict = if tc.passed() { "ok" } else { "FAILED" };
+            println!("testcase #{}: AssertEqual `{name}`: err={err:e} (maxerr={:e}) {verdict}", tc.index, tc.maxerr);
+        }
+        if !tc.passed() {
+            bail!("the dumped model fails its own testcase");
+        }
+    }
+    let t2 = Instant::now();
+    let got = loaded.run(&[x.data()?])?;
+    let got = got.first().context("the loaded model returned nothing")?;
+    let mut max_diff = 0f64;
+    for (i, &w) in want.iter().enumerate() {
+        max_diff = max_diff.max((f64::from(w) - got.get_real(i)).abs());
+    }
+    println!("loaded model run on the demo input in {:.2?}: max |diff| vs eager = {max_diff:e}", t2.elapsed());
+    if max_diff > 1e-4 {
+        bail!("the loaded model differs from eager execution by {max_diff}");
+    }
+    println!("== check: dump -> load -> run matches eager execution ==");
     Ok(())
 }

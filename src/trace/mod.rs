@@ -21,6 +21,7 @@ mod profile;
 mod record;
 pub(crate) mod session;
 
+use crate::dump::{DumpOptions, DumpResult};
 pub use profile::{OpProfile, Profile};
 
 use crate::error::{Error, Result};
@@ -301,6 +302,10 @@ pub trait TraceOutput {
     fn names(&self) -> Vec<String> {
         (0..self.flatten().len()).map(|i| format!("output_{i}")).collect()
     }
+    /// Whether the names are the user's (a map), not positions.
+    fn is_named(&self) -> bool {
+        false
+    }
 }
 
 impl TraceOutput for Tensor {
@@ -333,6 +338,9 @@ impl TraceOutput for BTreeMap<String, Tensor> {
     }
     fn names(&self) -> Vec<String> {
         self.keys().cloned().collect()
+    }
+    fn is_named(&self) -> bool {
+        true
     }
 }
 
@@ -410,6 +418,38 @@ impl<F> Traced<F> {
         self.compiled_module().map(|(ctx, m)| strata_ir::print_module(ctx, m, opts))
     }
 
+    /// Dumps the traced graph to a model file (MegEngine's `trace.dump`); see
+    /// [`crate::dump`] for the steps and [`DumpOptions`] for every option.
+    /// Needs `capture_as_const` and at least one recorded call.
+    pub fn dump(&self, file: impl AsRef<std::path::Path>, options: &DumpOptions) -> Result<DumpResult> {
+        if !self.options.capture_as_const {
+            return Err(Error::Invalid(
+                "you must set capture_as_const: true when creating the trace to use dump".into(),
+            ));
+        }
+        let record = self
+            .record
+            .as_ref()
+            .ok_or_else(|| Error::Invalid("the traced function must be called once before dump".into()))?;
+        if let Some(reason) = record.not_dumpable.first() {
+            return Err(Error::Invalid(reason.clone()));
+        }
+        if record.outputs.is_empty() {
+            return Err(Error::Invalid("the traced function must return something to dump".into()));
+        }
+        let mut scratch = record.clone_for_build();
+        let module = scratch.build_module(&self.options)?;
+        let example_shapes = record.args.iter().map(|&v| record.vars[v].shape.clone()).collect();
+        let source = crate::dump::DumpSource {
+            ctx: &mut scratch.ctx,
+            module,
+            example_shapes,
+            output_names: record.output_names.clone(),
+            outputs_are_dict: !record.output_names.is_empty(),
+        };
+        crate::dump::dump_source(source, file.as_ref(), options)
+    }
+
     /// Per-op profile of the compiled runs (`None` before compilation or without `profiling`).
     pub fn get_profile(&self) -> Option<&Profile> {
         self.profile.as_ref()
@@ -458,7 +498,8 @@ impl<F> Traced<F> {
             return Err(TraceCallError::Strata(e));
         }
         let out = result.map_err(TraceCallError::User)?;
-        sess.finish_recording(&out.flatten(), &out.names(), &self.options).map_err(TraceCallError::Strata)?;
+        let names = if out.is_named() { out.names() } else { Vec::new() };
+        sess.finish_recording(&out.flatten(), &names, &self.options).map_err(TraceCallError::Strata)?;
         self.record = Some(sess.into_record());
         self.calls += 1;
         Ok(out)

@@ -65,7 +65,10 @@ pub(crate) struct Record {
     pub(crate) args: Vec<usize>,
     pub(crate) captured: Vec<usize>,
     pub(crate) outputs: Vec<usize>,
+    /// Names of the outputs when the function returned a map (else empty).
     pub(crate) output_names: Vec<String>,
+    /// Why the record cannot be dumped (empty: it can).
+    pub(crate) not_dumpable: Vec<String>,
 }
 
 impl Record {
@@ -104,6 +107,7 @@ impl Record {
             captured: Vec::new(),
             outputs: Vec::new(),
             output_names: Vec::new(),
+            not_dumpable: Vec::new(),
         })
     }
 

@@ -104,6 +104,16 @@ pub(crate) fn apply(
     })
 }
 
+/// Records that the traced function did something a model file cannot hold
+/// (e.g. batch normalisation in training mode); `dump` reports `reason`.
+pub(crate) fn note_not_dumpable(reason: &str) {
+    with(|s| {
+        if matches!(s.mode, Mode::Record) && !s.record.not_dumpable.iter().any(|r| r == reason) {
+            s.record.not_dumpable.push(reason.to_string());
+        }
+    });
+}
+
 /// Called when a tensor is created from host data.
 pub(crate) fn note_created(t: &Tensor, loc: &'static Location<'static>) -> Result<()> {
     with(|s| {
