@@ -368,6 +368,9 @@ fn cli_run_picks_a_model_of_an_appended_file() {
         let input = strata::feed::read_npy_file(&dir.path("test0_input_data.npy")).unwrap();
         assert!(input.shape().iter().any(|d| d.to_string() == needle), "model #{index}: {:?}", input.shape());
     }
+    let info = strata_cmd(&["info", p, "--model-index", "1"]);
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(info.status.success() && text.contains("graph.conv2d") && text.contains("x1x28x28xf32"), "{text}");
     let out = strata_cmd(&["run", p, "--model-index", "2"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no model #2"));
 }

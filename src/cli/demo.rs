@@ -110,7 +110,11 @@ pub fn run(args: DemoArgs) -> Result<()> {
 fn dump_and_reload<F>(args: &DemoArgs, traced: &strata::Traced<F>, x: &Tensor, want: &[f32]) -> Result<()> {
     let path =
         args.dump.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("strata-demo-{}.smdl", args.model)));
-    let options = DumpOptions { input_data: vec!["#rand(-1,1)".into()], ..DumpOptions::default() };
+    let options = DumpOptions {
+        output_names: Some(vec!["logits".into()]),
+        input_data: vec!["#rand(-1,1)".into()],
+        ..DumpOptions::default()
+    };
     let t0 = Instant::now();
     let result = traced.dump(&path, &options)?;
     println!(

@@ -4,7 +4,7 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use strata::runtime::format::{ModelInfo, read_model};
+use strata::runtime::format::{ModelInfo, read_model, split_models};
 
 #[derive(Debug, Args)]
 pub struct InfoArgs {
@@ -13,6 +13,9 @@ pub struct InfoArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Which model of a file holding several (dumped with `append`) to show.
+    #[arg(long, default_value_t = 0)]
+    model_index: usize,
 }
 
 /// User info as text when it is UTF-8, else hex.
@@ -26,7 +29,19 @@ fn user_info_text(bytes: &[u8]) -> (String, &'static str) {
 pub fn run(args: InfoArgs) -> Result<()> {
     let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file))?;
     let mut ctx = strata::dialects::context();
-    let (module, info) = read_model(&bytes, &mut ctx).with_context(|| format!("loading {}", args.file))?;
+    let ranges = split_models(&bytes).with_context(|| format!("loading {}", args.file))?;
+    let Some(range) = ranges.get(args.model_index) else {
+        anyhow::bail!("{} holds {} model(s); there is no model #{}", args.file, ranges.len(), args.model_index);
+    };
+    if ranges.len() > 1 {
+        eprintln!(
+            "note: the file holds {} models; showing model #{} (--model-index picks another)",
+            ranges.len(),
+            args.model_index
+        );
+    }
+    let (module, info) =
+        read_model(&bytes[range.clone()], &mut ctx).with_context(|| format!("loading {}", args.file))?;
     let mut histogram: BTreeMap<String, usize> = BTreeMap::new();
     let (mut params, mut param_bytes) = (0usize, 0usize);
     for op in ctx.walk(module) {
