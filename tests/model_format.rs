@@ -127,6 +127,23 @@ fn sample_fbs_file() -> Vec<u8> {
 }
 
 #[test]
+fn fbs_v2_keeps_inline_tensor_data_8_byte_aligned() {
+    let (ctx, m) = traced("lenet");
+    let good = write_model(&ctx, m, &ModelInfo::default()).unwrap();
+    let mut checked = 0;
+    for op in ctx.walk(m) {
+        let Some(t) = ctx.op(op).results.first().and_then(|&r| ctx.constant_value(r)) else { continue };
+        if t.bytes().len() < 64 {
+            continue;
+        }
+        let at = good.windows(t.bytes().len()).position(|w| w == t.bytes()).expect("constant bytes are in the file");
+        assert_eq!(at % 8, 0, "constant at byte {at} is not 8-byte aligned");
+        checked += 1;
+    }
+    assert!(checked >= 4, "only {checked} constants checked");
+}
+
+#[test]
 fn fbs_layout_aligns_tensor_data_and_survives_damage() {
     let good = sample_fbs_file();
     assert!(good.starts_with(strata_runtime::format::FBS_MAGIC));

@@ -7,6 +7,9 @@ use strata_ir::{
     Attr, AttrData, BlockId, Context, DenseStorage, Dim, ElemType, OpId, TensorData, Ty, TypeData, ValueId,
 };
 
+/// Alignment of inline (FBS_V2) tensor data within the file.
+pub(crate) const INLINE_ALIGN: usize = 8;
+
 struct Writer<'a, 'b> {
     ctx: &'a Context,
     /// `Some` for the FBS layout: tensor bytes go to this raw region.
@@ -200,7 +203,17 @@ impl<'a, 'b> Writer<'a, 'b> {
                 raw.extend_from_slice(t.bytes());
                 (None, offset, t.bytes().len() as u64)
             }
-            None => (Some(self.fbb.create_vector(t.bytes())), 0, 0),
+            None => {
+                // The builder writes back to front and keeps the finished buffer a
+                // multiple of its largest alignment (8: there are `ulong` fields),
+                // so data whose end distance is a multiple of 8 starts 8-aligned
+                // in the file: every element can be read in place. Pad to get there.
+                let len = t.bytes().len();
+                while (self.fbb.unfinished_data().len() + len).next_multiple_of(4) % INLINE_ALIGN != 0 {
+                    self.fbb.push(0u8);
+                }
+                (Some(self.fbb.create_vector(t.bytes())), 0, 0)
+            }
         };
         let name = name.map(|n| self.fbb.create_string(n));
         let off = fb::Tensor::create(
