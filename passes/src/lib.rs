@@ -7,12 +7,13 @@
 
 pub mod check;
 pub mod cleanup;
+pub mod eqsat;
 pub mod pipelines;
 
 use strata_ir::pass::{PassInfo, PassRegistry};
 
 /// Every registered pass.
-pub const PASSES: &[PassInfo] = &[cleanup::canonicalize::INFO, cleanup::cse::INFO, cleanup::dce::INFO];
+pub const PASSES: &[PassInfo] = &[cleanup::canonicalize::INFO, cleanup::cse::INFO, cleanup::dce::INFO, eqsat::INFO];
 
 /// A registry holding every pass.
 pub fn registry() -> PassRegistry {

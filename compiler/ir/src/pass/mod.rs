@@ -82,9 +82,10 @@ pub enum PassError {
     Options(String),
 }
 
-/// Named counters a pass reports (`ops-erased = 3`).
+/// Named counters a pass reports (`ops-erased = 3`), and remarks: lines of
+/// text explaining what it did (`strata opt --explain-fusions` prints them).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PassStats(BTreeMap<String, i64>);
+pub struct PassStats(BTreeMap<String, i64>, Vec<String>);
 
 impl PassStats {
     /// Adds `n` to counter `name`.
@@ -110,6 +111,16 @@ impl PassStats {
     /// Whether no counter was set.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Adds a remark.
+    pub fn remark(&mut self, text: impl Into<String>) {
+        self.1.push(text.into());
+    }
+
+    /// The remarks, in the order they were made.
+    pub fn remarks(&self) -> &[String] {
+        &self.1
     }
 }
 

@@ -1,0 +1,243 @@
+//! `eqsat` — equality saturation over the graph dialect (egg): fusion,
+//! folding and arithmetic rewrites chosen by a cost model.
+//!
+//! Expects: a verified module whose functions hold graph ops (a function with
+//! other ops — regions, several results, impure ops — is left alone and
+//! counted in `functions-skipped`). Produces: each function rebuilt from the
+//! cheapest equivalent graph under [`cost`] (ops that survive keep their
+//! location and name; a fused op takes those of the op it replaced).
+//!
+//! Options:
+//! - `rules` — comma-separated rule sets (see [`rules::RULE_SETS`]), quoted in
+//!   pipeline text: `eqsat{rules="arith,fuse-conv-bias-nonlinearity"}`.
+//!   `param-fold` switches on constant folding with the reference evaluator.
+//! - `iter-limit`, `node-limit` — bounds of the search (never a time limit).
+//! - `target` — the cost model's machine (`x86-64`, `aarch64`).
+//!
+//! Statistics: `iterations`, `e-nodes`, `e-classes`, `stop-saturated` /
+//! `stop-iteration-limit` / `stop-node-limit`, `rewrites` (unions made by
+//! rules), `functions-skipped`. Remarks: one line per new op in the result,
+//! naming the ops it absorbed and the rules that fired on the way.
+//!
+//! ```text
+//! %0 = graph.conv2d(%x, %w) {…}
+//! %1 = graph.elemwise(%0, %b) {mode = "add"}
+//! %2 = graph.elemwise(%1) {mode = "relu"}
+//! ```
+//! becomes `%0 = graph.conv_bias(%x, %w, %b) {…, nonlinearity = "relu"}`.
+
+pub mod analysis;
+pub mod convert;
+pub mod cost;
+pub mod lang;
+pub mod rules;
+
+use analysis::{Graph, GraphAnalysis};
+use egg::{Extractor, Id, Language as _, Runner, StopReason};
+use lang::Node;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Duration;
+use strata_ir::pass::{Changed, OptionKind, OptionSpec, Pass, PassError, PassInfo, PassOptions, PassStats};
+use strata_ir::{Context, OpId};
+
+/// The rule sets `eqsat` runs by default (all of them but `fuse-preprocess`).
+pub const DEFAULT_RULES: &str =
+    "arith,fold-batch-norm,param-redistribute,param-fold,fuse-conv-bias-nonlinearity,fuse-conv-bias-with-z";
+
+/// The pass.
+#[derive(Debug)]
+pub struct Eqsat {
+    /// Rule sets to run.
+    pub rules: Vec<String>,
+    /// Most iterations.
+    pub iter_limit: usize,
+    /// Most e-nodes.
+    pub node_limit: usize,
+    /// Cost model target.
+    pub target: cost::Target,
+}
+
+const OPTIONS: &[OptionSpec] = &[
+    OptionSpec { name: "rules", kind: OptionKind::Str, default: DEFAULT_RULES, help: "comma-separated rule sets" },
+    OptionSpec { name: "iter-limit", kind: OptionKind::UInt, default: "30", help: "most saturation iterations" },
+    OptionSpec { name: "node-limit", kind: OptionKind::UInt, default: "200000", help: "most e-nodes" },
+    OptionSpec { name: "target", kind: OptionKind::Str, default: "x86-64", help: "cost model target: x86-64, aarch64" },
+];
+
+/// Registry entry.
+pub const INFO: PassInfo = PassInfo {
+    name: "eqsat",
+    summary: "equality saturation (egg): fusion, folding and arithmetic rewrites chosen by a cost model",
+    options: OPTIONS,
+    create: |o: &PassOptions| Ok(Box::new(Eqsat::from_options(o).map_err(PassError::Options)?)),
+};
+
+impl Eqsat {
+    /// The pass configured by `options`.
+    pub fn from_options(o: &PassOptions) -> Result<Self, String> {
+        let rules: Vec<String> =
+            o.str("rules").split(',').map(str::trim).filter(|r| !r.is_empty()).map(String::from).collect();
+        for r in &rules {
+            if r == "fuse-preprocess" {
+                return Err("rule set `fuse-preprocess` is not supported yet".into());
+            }
+            if rules::rule_set(r).is_none() {
+                return Err(format!("unknown rule set `{r}`; the rule sets are {}", rules::RULE_SETS.join(", ")));
+            }
+        }
+        let target = cost::target(o.str("target")).ok_or_else(|| {
+            let names: Vec<_> = cost::TARGETS.iter().map(|t| t.name).collect();
+            format!("unknown target `{}`; the targets are {}", o.str("target"), names.join(", "))
+        })?;
+        Ok(Eqsat {
+            rules,
+            iter_limit: usize::try_from(o.int("iter-limit")).unwrap_or(usize::MAX),
+            node_limit: usize::try_from(o.int("node-limit")).unwrap_or(usize::MAX),
+            target,
+        })
+    }
+}
+
+impl Pass for Eqsat {
+    fn name(&self) -> &'static str {
+        "eqsat"
+    }
+
+    fn run(&mut self, ctx: &mut Context, module: OpId, stats: &mut PassStats) -> Result<Changed, PassError> {
+        let funcs: Vec<OpId> =
+            ctx.body_ops(module).iter().copied().filter(|&f| ctx.op_name(f) == "func.func").collect();
+        let mut changed = Changed::No;
+        for f in funcs {
+            if self.run_function(ctx, f, stats)? {
+                changed = Changed::Yes;
+            }
+        }
+        Ok(changed)
+    }
+}
+
+impl Eqsat {
+    fn run_function(&self, ctx: &mut Context, func: OpId, stats: &mut PassStats) -> Result<bool, PassError> {
+        let Some(block) = ctx.body(func, 0) else { return Ok(false) };
+        let arg_types: Vec<_> = ctx.block(block).args.iter().map(|&a| ctx.value_type(a)).collect();
+        let fold = self.rules.iter().any(|r| r == "param-fold");
+        let mut runner: Runner<Node, GraphAnalysis<'_>> = Runner::new(GraphAnalysis::new(ctx, arg_types, fold))
+            .with_iter_limit(self.iter_limit)
+            .with_node_limit(self.node_limit)
+            .with_time_limit(Duration::from_secs(60 * 60 * 24 * 365));
+        let conv = match convert::to_egraph(&mut runner.egraph, block) {
+            Ok(c) => c,
+            Err(why) => {
+                tracing::debug!(%why, "eqsat skips a function");
+                stats.add("functions-skipped", 1);
+                return Ok(false);
+            }
+        };
+        runner.egraph.rebuild();
+        let rewrites: Vec<_> = self.rules.iter().flat_map(|r| rules::rule_set(r).unwrap_or_default()).collect();
+        let runner = runner.run(&rewrites);
+        let stop = match runner.stop_reason {
+            Some(StopReason::Saturated) => "stop-saturated",
+            Some(StopReason::IterationLimit(_)) => "stop-iteration-limit",
+            Some(StopReason::NodeLimit(_)) => "stop-node-limit",
+            _ => "stop-other",
+        };
+        stats.add(stop, 1);
+        stats.add("iterations", runner.iterations.len() as i64);
+        stats
+            .add("rewrites", runner.iterations.iter().map(|i| i.applied.values().sum::<usize>()).sum::<usize>() as i64);
+        let mut egraph = runner.egraph;
+        stats.add("e-nodes", egraph.total_number_of_nodes() as i64);
+        stats.add("e-classes", egraph.number_of_classes() as i64);
+        if let Some(c) = egraph.analysis.conflicts.first() {
+            return Err(fail(format!("a rewrite broke typing ({c}); this is a bug in a rule")));
+        }
+        let choice = choose(&egraph, &conv, self.target);
+        if convert::unchanged(&egraph, &conv, &choice) {
+            return Ok(false);
+        }
+        for remark in explain(&egraph, &conv, &choice) {
+            stats.remark(remark);
+        }
+        convert::rebuild(&mut egraph, &conv, &choice).map_err(fail)?;
+        Ok(true)
+    }
+}
+
+fn fail(message: String) -> PassError {
+    PassError::Failed { pass: "eqsat".into(), message }
+}
+
+/// The cheapest node of every class reachable from the roots.
+fn choose(egraph: &Graph<'_>, conv: &convert::Converted, target: cost::Target) -> HashMap<Id, Node> {
+    let extractor = Extractor::new(egraph, cost::KernelCost::new(egraph, target));
+    let mut choice = HashMap::new();
+    let mut stack: Vec<Id> = conv.roots.iter().map(|&r| egraph.find(r)).collect();
+    while let Some(c) = stack.pop() {
+        if choice.contains_key(&c) {
+            continue;
+        }
+        let node = extractor.find_best_node(c).clone();
+        stack.extend(node.children().iter().map(|&x| egraph.find(x)));
+        choice.insert(c, node);
+    }
+    choice
+}
+
+/// One remark per new op: the original ops it absorbed and the rules applied to them.
+fn explain(egraph: &Graph<'_>, conv: &convert::Converted, choice: &HashMap<Id, Node>) -> Vec<String> {
+    let ctx = &*egraph.analysis.ctx;
+    let canon_orig: HashSet<Node> =
+        conv.origins.iter().map(|(n, _)| n.clone().map_children(|c| egraph.find(c))).collect();
+    let mut by_class: HashMap<Id, Vec<usize>> = HashMap::new();
+    for (k, (n, _)) in conv.origins.iter().enumerate() {
+        if let Some(id) = egraph.lookup(n.clone()) {
+            by_class.entry(egraph.find(id)).or_default().push(k);
+        }
+    }
+    let mut classes: Vec<&Id> = choice.keys().collect();
+    classes.sort();
+    let mut out = Vec::new();
+    for &class in classes {
+        let node = &choice[&class];
+        if !matches!(node, Node::Op(..)) || canon_orig.contains(node) {
+            continue;
+        }
+        let inputs: HashSet<Id> = node.children().iter().map(|&c| egraph.find(c)).collect();
+        // Classes the new op absorbed: under the original nodes of its class, down to its inputs.
+        let mut absorbed = BTreeSet::new();
+        let mut stack = vec![class];
+        while let Some(c) = stack.pop() {
+            if inputs.contains(&c) && c != class || !absorbed.insert(c) {
+                continue;
+            }
+            for &k in by_class.get(&c).into_iter().flatten() {
+                for &child in conv.origins[k].0.children() {
+                    let child = egraph.find(child);
+                    if by_class.contains_key(&child) && !matches!(conv.origins[by_class[&child][0]].0, Node::Const(_)) {
+                        stack.push(child);
+                    }
+                }
+            }
+        }
+        let mut ops: Vec<String> = Vec::new();
+        for c in &absorbed {
+            for &k in by_class.get(c).into_iter().flatten() {
+                let (n, o) = &conv.origins[k];
+                let at = match o.loc.file {
+                    Some(f) => format!(" at {}:{}:{}", ctx.str(f), o.loc.line, o.loc.col),
+                    None => String::new(),
+                };
+                ops.push(format!("{n}{at}"));
+            }
+        }
+        let rules = egraph.analysis.log_for(egraph, &absorbed);
+        let name = node.head().unwrap_or("?");
+        out.push(format!(
+            "{name}: fused {} via {}",
+            if ops.is_empty() { "new values".into() } else { ops.join(" + ") },
+            if rules.is_empty() { "(no rule recorded)".into() } else { rules.join(" → ") }
+        ));
+    }
+    out
+}
