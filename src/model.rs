@@ -143,6 +143,13 @@ pub fn load_all(path: impl AsRef<Path>) -> Result<Vec<LoadedModel>> {
 }
 
 impl LoadedModel {
+    /// Runs the pass pipeline `pipeline` (text, as `strata opt --pipeline`) on the loaded graph.
+    pub fn optimize(&mut self, pipeline: &str) -> Result<()> {
+        let config = crate::driver::OptConfig { pipeline: Some(pipeline.into()), ..Default::default() };
+        crate::driver::optimize(&mut self.ctx, self.module, &config).map_err(|e| Error::Compile(e.to_string()))?;
+        Ok(())
+    }
+
     /// Everything in the file besides the graph.
     pub fn info(&self) -> &ModelInfo {
         &self.info

@@ -42,7 +42,7 @@ fn opt_level_pipeline_runs_from_stdin() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let s = text(&out.stdout);
     assert!(!s.contains("graph.mul") && s.contains("graph.elemwise(%x) {mode = \"relu\"}"), "{s}");
-    assert!(text(&out.stderr).contains("pipeline: canonicalize,cse,dce"));
+    assert!(text(&out.stderr).contains("pipeline: canonicalize,cse,eqsat,cse,dce"), "{}", text(&out.stderr));
 }
 
 #[test]
@@ -183,7 +183,7 @@ fn trace_writes_ir_that_opt_accepts() {
     let out = strata(&["trace", "lenet", "--record-only", "--batch", "2", "-o", file.to_str().unwrap()], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let ir = std::fs::read_to_string(&file).unwrap();
-    assert!(ir.contains("graph.conv2d") && ir.contains("tensor<?Nx1x28x28xf32>"), "{ir}");
+    assert!(ir.contains("graph.conv_bias") && ir.contains("tensor<?Nx1x28x28xf32>"), "{ir}");
     let opt = strata(&["opt", file.to_str().unwrap(), "-O", "2"], None);
     assert!(opt.status.success(), "{}", text(&opt.stderr));
     let fixed = strata(&["trace", "mlp", "--symbolic-shape=false", "--batch", "3"], None);
@@ -231,7 +231,7 @@ fn info_describes_a_model_file() {
     let json = strata(&["info", "--json", path.to_str().unwrap()], None);
     let j = text(&json.stdout);
     assert!(
-        j.starts_with('{') && j.contains("\"user_info\": \"resblock demo\"") && j.contains("\"graph.conv2d\": 1"),
+        j.starts_with('{') && j.contains("\"user_info\": \"resblock demo\"") && j.contains("\"graph.conv_bias\": 1"),
         "{j}"
     );
     std::fs::write(dir.join("bad.smdl"), b"definitely not a model").unwrap();
@@ -243,8 +243,12 @@ fn info_describes_a_model_file() {
 #[test]
 fn the_example_module_optimises() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/residual.strata");
-    let out = strata(&["opt", path, "-O", "-2"], None);
+    let out = strata(&["opt", path, "-O", "-2", "--explain-fusions"], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let s = text(&out.stdout);
-    assert_eq!(s.matches("graph.elemwise").count(), 4, "{s}");
+    // x·scale + bias and x·scale + r become fma3; the identities, the duplicate and the dead op go.
+    assert_eq!(s.matches("graph.elemwise").count(), 3, "{s}");
+    assert_eq!(s.matches("mode = \"fma3\"").count(), 2, "{s}");
+    let why = text(&out.stderr);
+    assert!(why.contains("[eqsat] fma3: fused mul at") && why.contains("via mul-add-fma3"), "{why}");
 }

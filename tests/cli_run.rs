@@ -236,12 +236,12 @@ fn errors_are_reported_not_panics() {
         (vec![p, "--input", "data:/no/such/file.npy"], "cannot read /no/such/file.npy"),
         (vec![missing.to_str().unwrap()], "cannot read"),
         (vec![junk.to_str().unwrap()], "loading model"),
-        (vec![p, "--enable-nchw88"], "`--enable-nchw88` is not supported yet (layout passes arrive with issue 6)"),
         (
-            vec![p, "--enable-fuse-conv-bias-nonlinearity"],
-            "`--enable-fuse-conv-bias-nonlinearity` is not supported yet",
+            vec![p, "--enable-nchw88"],
+            "`--enable-nchw88`: not supported yet: enable_nchw88: its pass arrives with layout passes (issue 6)",
         ),
-        (vec![p, "--enable-ioc16"], "`--enable-ioc16` is not supported yet"),
+        (vec![p, "--enable-ioc16"], "`--enable-ioc16`: not supported yet"),
+        (vec![p, "--enable-nchw44", "--enable-nchw88"], "only one layout option"),
     ];
     for (args, want) in cases {
         let mut all = vec!["run"];

@@ -374,3 +374,40 @@ fn cli_run_picks_a_model_of_an_appended_file() {
     let out = strata_cmd(&["run", p, "--model-index", "2"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no model #2"));
 }
+
+#[test]
+fn fusion_options_fuse_at_dump_and_at_load() {
+    let dir = TempDir::new("fusion");
+    let (t, ..) = traced("resblock", consts());
+    let path = dir.path("fused.smdl");
+    let mut opts = DumpOptions { input_data: vec!["#rand(-1,1)".into()], ..Default::default() };
+    opts.inference.enable_fuse_conv_bias_with_z = true;
+    t.dump(&path, &opts).unwrap();
+    let (ctx, m, info) = read(&path);
+    let fused = ctx.walk(m).into_iter().filter(|&o| ctx.op_name(o) == "graph.conv_bias").collect::<Vec<_>>();
+    assert_eq!(fused.len(), 1, "one conv_bias");
+    assert_eq!(ctx.op(fused[0]).operands.len(), 4, "with z");
+    assert_eq!(info.metadata.unwrap().optimize_options, 1 << 3, "bit 3: fuse_conv_bias_with_z");
+    let loaded = strata::load(&path).unwrap();
+    assert!(loaded.run_testcases().unwrap().iter().all(|r| r.passed()), "optimised model passes its testcase");
+
+    // The same fusion applied at load time by `strata run`.
+    let plain = dir.path("plain.smdl");
+    let p = plain.to_str().unwrap();
+    let out = strata_cmd(&["dump", "resblock", "-o", p, "--no-optimize-for-inference", "--input-data", "#rand(0,1)"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let profile = dir.path("profile.json");
+    let out = strata_cmd(&[
+        "run",
+        p,
+        "--iter",
+        "1",
+        "--enable-fuse-conv-bias-with-z",
+        "--profile",
+        profile.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+    let json = std::fs::read_to_string(&profile).unwrap();
+    assert!(json.contains("graph.conv_bias") && !json.contains("graph.conv2d"), "{json}");
+}

@@ -21,10 +21,18 @@ fn input_for(model: &zoo::Model, batch: usize, seed: u64) -> Tensor {
     Tensor::uniform(&shape, -1.0, 1.0, seed).unwrap()
 }
 
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    let (a, b) = (a.to_vec().unwrap(), b.to_vec().unwrap());
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+/// MegEngine's AssertEqual measure: `max |a - b| / max(min(|a|, |b|), 1)`.
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    strata::feed::assert_equal_error(&a.data().unwrap(), &b.data().unwrap())
+}
+
+/// Largest AssertEqual error between eager and compiled (opt level 2) results.
+/// Conv/bias/relu fusion is bit-exact; folding batch norm into the weights
+/// moves f32 rounding, which resnet50 with random weights (outputs in the
+/// thousands, built from large cancelling terms) amplifies to ~5e-4; the other
+/// models stay below 1e-4.
+fn tolerance(name: &str) -> f64 {
+    if name == "resnet50" { 1e-3 } else { 1e-4 }
 }
 
 #[test]
@@ -39,12 +47,12 @@ fn every_model_traces_compiles_and_matches_eager() {
         let compiled = traced.call(&[x]).unwrap();
         assert!(max_diff(&eager, &recorded) == 0.0, "{name}: recording changed results");
         let d = max_diff(&eager, &compiled);
-        assert!(d <= 1e-4, "{name}: compiled differs by {d}");
+        assert!(d <= tolerance(name), "{name}: compiled differs by {d}");
         // A new batch size replays through the same (batch-polymorphic) graph.
         let x3 = input_for(&model, 3, 2);
         let y3 = traced.call(&[x3.clone()]).unwrap();
         let d3 = max_diff(&model.forward(&x3).unwrap(), &y3);
-        assert!(d3 <= 1e-4, "{name}: batch 3 differs by {d3}");
+        assert!(d3 <= tolerance(name), "{name}: batch 3 differs by {d3}");
         // dump -> load -> run equals the traced function, in both formats.
         let dir = std::env::temp_dir().join(format!("strata-zoo-dump-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -55,7 +63,7 @@ fn every_model_traces_compiles_and_matches_eager() {
             let loaded = strata::load(&path).unwrap();
             let got = loaded.run(&[x3.data().unwrap()]).unwrap().remove(0);
             let d = max_diff(&y3, &Tensor::from_data(got).unwrap());
-            assert!(d <= 1e-4, "{name} ({format:?}): the loaded model differs by {d}");
+            assert!(d <= tolerance(name), "{name} ({format:?}): the loaded model differs by {d}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -67,6 +75,46 @@ fn recorded_ir(name: &str) -> String {
     let mut traced = trace(|a: &[Tensor]| model.forward(&a[0]), opts).unwrap();
     traced.call(&[model.random_input(1, 0).unwrap()]).unwrap();
     traced.recorded_ir(&PrintOptions::default()).unwrap()
+}
+
+/// The compiled graph of `name` at opt level 2, as (op name, nonlinearity, operand count) per op.
+fn compiled_ops(name: &str) -> Vec<(String, Option<String>, usize)> {
+    let model = zoo::build(name, 0).unwrap();
+    let opts = TraceOptions { record_only: true, capture_as_const: true, ..TraceOptions::default() };
+    let mut traced = trace(|a: &[Tensor]| model.forward(&a[0]), opts).unwrap();
+    traced.call(&[input_for(&model, 1, 0)]).unwrap();
+    traced.compile().unwrap();
+    let (ctx, m) = traced.compiled_module().unwrap();
+    ctx.walk(m)
+        .into_iter()
+        .map(|op| {
+            let nl = ctx.op_attr(op, "nonlinearity").map(|a| match ctx.attr(a) {
+                strata::ir::AttrData::Str(s) => s.clone(),
+                _ => String::new(),
+            });
+            (ctx.op_name(op).to_string(), nl, ctx.op(op).operands.len())
+        })
+        .collect()
+}
+
+#[test]
+fn opt_level_2_folds_batch_norm_and_fuses_conv_bias() {
+    for name in ["resnet18", "mobilenet_v2"] {
+        let ops = compiled_ops(name);
+        let count = |n: &str| ops.iter().filter(|o| o.0 == n).count();
+        assert_eq!(count("graph.batch_norm"), 0, "{name}: batch norm is folded");
+        assert_eq!(count("graph.conv2d"), 0, "{name}: every conv is a conv_bias");
+        assert!(count("graph.conv_bias") >= 20, "{name}");
+        // No relu (or relu6's clamp) is left separate where it could fuse: every relu that remains reads no conv.
+        let relus = ops.iter().filter(|o| o.0 == "graph.elemwise").count();
+        let fused = ops.iter().filter(|o| o.1.as_deref() == Some("relu")).count();
+        assert!(fused >= 10, "{name}: only {fused} conv_bias ops carry their relu ({relus} elemwise ops left)");
+    }
+    let resblock = compiled_ops("resblock");
+    assert!(
+        resblock.iter().any(|o| o.0 == "graph.conv_bias" && o.2 == 4 && o.1.as_deref() == Some("relu")),
+        "resblock: conv_bias with z and relu: {resblock:?}"
+    );
 }
 
 #[test]

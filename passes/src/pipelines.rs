@@ -1,12 +1,14 @@
 //! `opt_level` → pipeline text, in one place.
 //!
-//! The ladder follows MegEngine's: 0 runs nothing; 1 the construction-time
-//! peepholes (folding) and cleanup; 2 (the default) adds the global passes;
-//! 3 iterates them to a fixpoint (later: loop-level fusion and a larger
-//! equality-saturation search). A negative level runs the pipeline of its
-//! absolute value and checks every pass's result numerically against the
+//! The ladder follows MegEngine's: 0 runs nothing; 1 the arithmetic peepholes
+//! (MegEngine's construction-time rewrites, the `arith` rule set) and cleanup;
+//! 2 (the default) adds the global equality-saturation pass with every default
+//! rule set (folding, batch-norm and parameter folding, conv + bias +
+//! nonlinearity and `z` fusion); 3 iterates to a fixpoint with larger search
+//! limits (later also loop-level fusion). A negative level runs the pipeline of
+//! its absolute value and checks every pass's result numerically against the
 //! reference evaluator. The text is pinned by a snapshot test, so any change to
-//! the mapping shows in review. Later issues fill the levels with their passes.
+//! the mapping shows in review.
 
 use std::fmt;
 
@@ -44,9 +46,9 @@ impl OptLevel {
     pub fn pipeline(self) -> &'static str {
         match self.0.unsigned_abs() {
             0 => "",
-            1 => "canonicalize,dce",
-            2 => "canonicalize,cse,dce",
-            _ => "fixpoint(canonicalize,cse,dce)",
+            1 => "canonicalize,eqsat{rules=\"arith\"},dce",
+            2 => "canonicalize,cse,eqsat,cse,dce",
+            _ => "fixpoint(canonicalize,cse,eqsat{iter-limit=100,node-limit=1000000},cse,dce)",
         }
     }
 }

@@ -6,7 +6,8 @@
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use std::time::Instant;
-use strata::ir::PrintOptions;
+use strata::feed::assert_equal_error;
+use strata::ir::{PrintOptions, TensorData};
 use strata::{DumpOptions, Tensor, TraceOptions, trace, zoo};
 
 #[derive(Debug, Args)]
@@ -75,18 +76,16 @@ pub fn run(args: DemoArgs) -> Result<()> {
     );
 
     let want = eager.to_vec()?;
-    let mut max_diff = 0f32;
+    let eager_data = eager.data()?;
+    let mut max_err = 0f64;
     for out in [&compiled_out, &again] {
-        let got = out.to_vec()?;
-        for (a, b) in want.iter().zip(&got) {
-            max_diff = max_diff.max((a - b).abs());
-        }
+        max_err = max_err.max(assert_equal_error(&eager_data, &out.data()?));
     }
     println!("output {:?}: first values {:?}", eager.shape(), &want[..want.len().min(5)]);
-    if max_diff > 1e-4 {
-        bail!("compiled results differ from eager execution by {max_diff}");
+    if max_err.is_nan() || max_err > 1e-4 {
+        bail!("compiled results differ from eager execution: AssertEqual error {max_err:e} > 1e-4");
     }
-    println!("== check: compiled runs match eager execution (max |diff| = {max_diff:e}) ==");
+    println!("== check: compiled runs match eager execution (AssertEqual error {max_err:e} <= 1e-4) ==");
 
     if let Some(p) = traced.get_profile() {
         let mut ops = p.ops.clone();
@@ -102,12 +101,12 @@ pub fn run(args: DemoArgs) -> Result<()> {
             );
         }
     }
-    dump_and_reload(&args, &traced, &x, &want)
+    dump_and_reload(&args, &traced, &x, &eager_data)
 }
 
 /// Dumps the trace with one embedded testcase, loads the file, checks the
 /// testcase and compares a run on `x` with the eager result `want`.
-fn dump_and_reload<F>(args: &DemoArgs, traced: &strata::Traced<F>, x: &Tensor, want: &[f32]) -> Result<()> {
+fn dump_and_reload<F>(args: &DemoArgs, traced: &strata::Traced<F>, x: &Tensor, want: &TensorData) -> Result<()> {
     let path =
         args.dump.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("strata-demo-{}.smdl", args.model)));
     let options = DumpOptions {
@@ -140,13 +139,10 @@ fn dump_and_reload<F>(args: &DemoArgs, traced: &strata::Traced<F>, x: &Tensor, w
     let t2 = Instant::now();
     let got = loaded.run(&[x.data()?])?;
     let got = got.first().context("the loaded model returned nothing")?;
-    let mut max_diff = 0f64;
-    for (i, &w) in want.iter().enumerate() {
-        max_diff = max_diff.max((f64::from(w) - got.get_real(i)).abs());
-    }
-    println!("loaded model run on the demo input in {:.2?}: max |diff| vs eager = {max_diff:e}", t2.elapsed());
-    if max_diff > 1e-4 {
-        bail!("the loaded model differs from eager execution by {max_diff}");
+    let err = assert_equal_error(want, got);
+    println!("loaded model run on the demo input in {:.2?}: AssertEqual error vs eager = {err:e}", t2.elapsed());
+    if err.is_nan() || err > 1e-4 {
+        bail!("the loaded model differs from eager execution: AssertEqual error {err:e} > 1e-4");
     }
     println!("== check: dump -> load -> run matches eager execution ==");
     Ok(())

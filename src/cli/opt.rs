@@ -39,6 +39,9 @@ pub struct OptArgs {
     /// Report time and statistics per pass (to stderr).
     #[arg(long)]
     timing: bool,
+    /// Print, per op the `eqsat` pass created, the ops it absorbed and the rules that fired (to stderr).
+    #[arg(long)]
+    explain_fusions: bool,
     /// Verify the IR after every pass (always on in debug builds).
     #[arg(long)]
     verify_each: bool,
@@ -138,6 +141,13 @@ pub fn run(args: OptArgs) -> Result<()> {
     let mut ctx = strata::dialects::context();
     let module = parse_and_verify(&mut ctx, &source, args.allow_unregistered)?;
     let report = optimize(&mut ctx, module, &config)?;
+    if args.explain_fusions {
+        for record in &report.records {
+            for remark in record.stats.remarks() {
+                eprintln!("[{}] {remark}", record.name);
+            }
+        }
+    }
     if args.timing {
         eprint!("{}", report.timing_table());
     }

@@ -71,10 +71,11 @@ pub struct RunArgs {
     load: LoadOptions,
 }
 
-/// load_and_run's layout, dtype and fusion options. None is implemented yet;
-/// each one given is an error naming it rather than being ignored.
+/// load_and_run's layout, dtype and fusion options, applied after loading.
+/// The fusion options run their rule sets; the layout and f16 ones are errors
+/// naming them until their passes exist, never ignored.
 #[derive(Debug, Args)]
-#[command(next_help_heading = "Load-time graph options (not supported yet)")]
+#[command(next_help_heading = "Load-time graph options (layouts and f16: not supported yet)")]
 struct LoadOptions {
     /// Convert to the NCHW88 layout (x86 AVX).
     #[arg(long)]
@@ -119,29 +120,30 @@ struct LoadOptions {
 
 impl LoadOptions {
     /// An error for the first option given: none is implemented yet.
-    fn reject(&self) -> Result<()> {
-        const LAYOUT: &str = "layout passes arrive with issue 6";
-        const DTYPE: &str = "f16 conversion passes are not built yet";
-        const FUSION: &str = "inference fusion passes are not built yet";
-        let given = [
-            (self.enable_nchw88, "enable-nchw88", LAYOUT),
-            (self.enable_nchw44, "enable-nchw44", LAYOUT),
-            (self.enable_nchw44_dot, "enable-nchw44-dot", LAYOUT),
-            (self.enable_nchw4, "enable-nchw4", LAYOUT),
-            (self.enable_nchw32, "enable-nchw32", LAYOUT),
-            (self.enable_chwn4, "enable-chwn4", LAYOUT),
-            (self.enable_nchw64, "enable-nchw64", LAYOUT),
-            (self.enable_hwcd4, "enable-hwcd4", LAYOUT),
-            (self.enable_io16xc32, "enable-io16xc32", DTYPE),
-            (self.enable_ioc16, "enable-ioc16", DTYPE),
-            (self.enable_fuse_conv_bias_nonlinearity, "enable-fuse-conv-bias-nonlinearity", FUSION),
-            (self.enable_fuse_conv_bias_with_z, "enable-fuse-conv-bias-with-z", FUSION),
-            (self.enable_fuse_preprocess, "enable-fuse-preprocess", FUSION),
+    /// The options as MegEngine's keyword arguments; layout and f16 options,
+    /// whose passes do not exist yet, are errors naming the flag.
+    fn inference(&self) -> Result<strata::InferenceOptions> {
+        let kwargs = [
+            ("enable_nchw88", self.enable_nchw88),
+            ("enable_nchw44", self.enable_nchw44),
+            ("enable_nchw44_dot", self.enable_nchw44_dot),
+            ("enable_nchw4", self.enable_nchw4),
+            ("enable_nchw32", self.enable_nchw32),
+            ("enable_chwn4", self.enable_chwn4),
+            ("enable_nchw64", self.enable_nchw64),
+            ("enable_hwcd4", self.enable_hwcd4),
+            ("enable_io16xc32", self.enable_io16xc32),
+            ("enable_ioc16", self.enable_ioc16),
+            ("enable_fuse_conv_bias_nonlinearity", self.enable_fuse_conv_bias_nonlinearity),
+            ("enable_fuse_conv_bias_with_z", self.enable_fuse_conv_bias_with_z),
+            ("enable_fuse_preprocess", self.enable_fuse_preprocess),
         ];
-        match given.iter().find(|(on, _, _)| *on) {
-            Some((_, flag, why)) => bail!("`--{flag}` is not supported yet ({why})"),
-            None => Ok(()),
-        }
+        let options = strata::InferenceOptions::from_kwargs(kwargs)?;
+        options.validate().map_err(|e| {
+            let flag = options.enabled().into_iter().find(|n| e.to_string().contains(n)).unwrap_or_default();
+            anyhow::anyhow!("`--{}`: {e}", flag.replace('_', "-"))
+        })?;
+        Ok(options)
     }
 }
 
@@ -248,18 +250,21 @@ impl Stats {
 
 /// Runs `strata run`.
 pub fn run(args: RunArgs) -> Result<()> {
-    args.load.reject()?;
+    let inference = args.load.inference()?;
     let root = info_span!("strata_run", file = %args.file.display());
     let _root = root.enter();
 
     let t = Instant::now();
-    let (model, count) = strata::model::load_nth(&args.file, args.model_index)
+    let (mut model, count) = strata::model::load_nth(&args.file, args.model_index)
         .with_context(|| format!("loading model {}", args.file.display()))?;
     if count > 1 {
         eprintln!(
             "note: the file holds {count} models; running model #{} (--model-index picks another)",
             args.model_index
         );
+    }
+    if let Some(pipeline) = strata::dump::option_pipeline(&inference) {
+        model.optimize(&pipeline).with_context(|| format!("applying {}", inference.enabled().join(", ")))?;
     }
     let load_ms = ms(t.elapsed());
     info!(ms = load_ms, "model loaded");

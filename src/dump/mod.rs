@@ -29,8 +29,41 @@ use strata_ir::tensor::Fnv1a;
 use strata_ir::{AttrData, Context, Dim, ElemType, OpId, TensorData, TypeData};
 use strata_runtime::format::{self, Metadata, ModelInfo, NamedIo, Testcase};
 
-/// The pipeline `optimize_for_inference` runs before the `enable_*` passes.
-pub const INFERENCE_PIPELINE: &str = "canonicalize,cse,dce";
+/// The pipeline `optimize_for_inference` always runs, in MegEngine's order:
+/// cleanup, arithmetic rewrites, batch norm to scale-and-shift, parameter
+/// redistribution and constant folding.
+pub const INFERENCE_PIPELINE: &str =
+    "canonicalize,cse,eqsat{rules=\"arith,fold-batch-norm,param-redistribute,param-fold\"},cse,dce";
+
+/// The passes the `enable_*` options select (MegEngine applies the same at
+/// graph compile time, which is what `strata run --enable-…` does): the fusion
+/// rule sets, then folding of the new constants; `None` when none is enabled.
+pub fn option_pipeline(options: &InferenceOptions) -> Option<String> {
+    let mut sets = Vec::new();
+    if options.enable_fuse_preprocess {
+        sets.push("fuse-preprocess");
+    }
+    if options.enable_fuse_conv_bias_nonlinearity || options.enable_fuse_conv_bias_with_z {
+        sets.push("fuse-conv-bias-nonlinearity");
+    }
+    if options.enable_fuse_conv_bias_with_z {
+        sets.push("fuse-conv-bias-with-z");
+    }
+    if sets.is_empty() {
+        return None;
+    }
+    sets.push("param-fold");
+    Some(format!("eqsat{{rules=\"{}\"}},dce", sets.join(",")))
+}
+
+/// The pipeline of `optimize_for_inference` with `options`: [`INFERENCE_PIPELINE`],
+/// then [`option_pipeline`].
+pub fn inference_pipeline(options: &InferenceOptions) -> String {
+    match option_pipeline(options) {
+        Some(extra) => format!("{INFERENCE_PIPELINE},{extra}"),
+        None => INFERENCE_PIPELINE.into(),
+    }
+}
 
 /// What [`dump_module`] wrote (MegEngine's `CompGraphDumpResult`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,7 +133,8 @@ pub(crate) fn dump_source(src: DumpSource<'_>, file: &Path, options: &DumpOption
     let io = names::IoNames::choose(ctx, main, options, &output_names)?;
     let testcases = build_testcases(ctx, module, main, &io, &example_shapes, options)?;
     if options.optimize_for_inference {
-        let config = crate::driver::OptConfig { pipeline: Some(INFERENCE_PIPELINE.into()), ..Default::default() };
+        let config =
+            crate::driver::OptConfig { pipeline: Some(inference_pipeline(&options.inference)), ..Default::default() };
         crate::driver::optimize(ctx, module, &config).map_err(|e| Error::Compile(e.to_string()))?;
     }
     let params = names::apply_keep_options(ctx, main, &io, options)?;

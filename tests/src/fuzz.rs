@@ -62,7 +62,10 @@ pub fn pipeline(data: &[u8]) {
     };
     match optimize(&mut ctx, module, &config) {
         Ok(_) => {}
-        Err(strata::driver::DriverError::Pipeline(_)) => return,
+        // Malformed pipeline text or pass options (e.g. an unknown rule set) are rejected inputs.
+        Err(strata::driver::DriverError::Pipeline(_) | strata::driver::DriverError::Pass(PassError::Options(_))) => {
+            return;
+        }
         Err(strata::driver::DriverError::Pass(PassError::Check { message, .. }))
             if message.starts_with("reference run before the pass") =>
         {

@@ -18,6 +18,7 @@ pub mod image;
 pub mod matmul;
 pub mod norm;
 pub mod pool;
+pub mod preprocess;
 pub mod reduce;
 pub mod shape;
 
@@ -37,5 +38,6 @@ pub fn register(r: &mut Registry) {
     shape::register(r);
     reduce::register(r);
     image::register(r);
+    preprocess::register(r);
     r.set_constant_op("graph", ConstOp::NAME);
 }

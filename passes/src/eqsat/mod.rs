@@ -40,9 +40,8 @@ use std::time::Duration;
 use strata_ir::pass::{Changed, OptionKind, OptionSpec, Pass, PassError, PassInfo, PassOptions, PassStats};
 use strata_ir::{Context, OpId};
 
-/// The rule sets `eqsat` runs by default (all of them but `fuse-preprocess`).
-pub const DEFAULT_RULES: &str =
-    "arith,fold-batch-norm,param-redistribute,param-fold,fuse-conv-bias-nonlinearity,fuse-conv-bias-with-z";
+/// The rule sets `eqsat` runs by default (all of them).
+pub const DEFAULT_RULES: &str = "arith,fold-batch-norm,param-redistribute,param-fold,fuse-preprocess,fuse-conv-bias-nonlinearity,fuse-conv-bias-with-z";
 
 /// The pass.
 #[derive(Debug)]
@@ -78,9 +77,6 @@ impl Eqsat {
         let rules: Vec<String> =
             o.str("rules").split(',').map(str::trim).filter(|r| !r.is_empty()).map(String::from).collect();
         for r in &rules {
-            if r == "fuse-preprocess" {
-                return Err("rule set `fuse-preprocess` is not supported yet".into());
-            }
             if rules::rule_set(r).is_none() {
                 return Err(format!("unknown rule set `{r}`; the rule sets are {}", rules::RULE_SETS.join(", ")));
             }
@@ -231,11 +227,14 @@ fn explain(egraph: &Graph<'_>, conv: &convert::Converted, choice: &HashMap<Id, N
                 ops.push(format!("{n}{at}"));
             }
         }
+        if ops.is_empty() {
+            continue; // a helper value of another rewrite, not a fusion
+        }
         let rules = egraph.analysis.log_for(egraph, &absorbed);
         let name = node.head().unwrap_or("?");
         out.push(format!(
             "{name}: fused {} via {}",
-            if ops.is_empty() { "new values".into() } else { ops.join(" + ") },
+            ops.join(" + "),
             if rules.is_empty() { "(no rule recorded)".into() } else { rules.join(" → ") }
         ));
     }

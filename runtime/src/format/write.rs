@@ -209,7 +209,7 @@ impl<'a, 'b> Writer<'a, 'b> {
                 // so data whose end distance is a multiple of 8 starts 8-aligned
                 // in the file: every element can be read in place. Pad to get there.
                 let len = t.bytes().len();
-                while (self.fbb.unfinished_data().len() + len).next_multiple_of(4) % INLINE_ALIGN != 0 {
+                while !(self.fbb.unfinished_data().len() + len).next_multiple_of(4).is_multiple_of(INLINE_ALIGN) {
                     self.fbb.push(0u8);
                 }
                 (Some(self.fbb.create_vector(t.bytes())), 0, 0)

@@ -13,6 +13,7 @@
 //! | `log-one-plus` | `log(1 + x)` | `log1p(x)` | |
 //! | `log-sum-exp` | `log(exp(x) + exp(y))` | `log_sum_exp(x, y)` | |
 //! | `exp-minus-one` | `exp(x) - 1` | `expm1(x)` | |
+//! | `floor-div-one` | `floor_div(x, 1)` | `floor(x)` (floats), `x` (integers) | |
 //! | `mul-add-fma3` | `a · b + c` | `fma3(a, b, c)` | |
 //!
 //! Rules producing a constant (zeros, ones) need a fixed result shape; with a
@@ -50,6 +51,13 @@ pub fn rules<'c>() -> Vec<Rewrite<Node, GraphAnalysis<'c>>> {
     }));
     r.extend(rule_commuted("mul-zero", "mul", "?a", "?k", |g, c, s| {
         constant_all(g, var(s, "?k"), 0.0).then(|| fill_like(g, c, 0.0)).flatten()
+    }));
+    r.push(rule("floor-div-one", "(floor_div ?x ?k)", |g, c, s| {
+        if !constant_all(g, var(s, "?k"), 1.0) {
+            return None;
+        }
+        let x = var(s, "?x");
+        if float_only(g, x) { typed_add(g, c, Node::op("floor", vec![x])) } else { same(g, c, x) }
     }));
     r.push(rule("log-exp-mul", "(log (mul (exp ?a) ?b))", log_exp_mul));
     r.push(rule("log-exp-mul-commuted", "(log (mul ?b (exp ?a)))", log_exp_mul));

@@ -11,6 +11,7 @@ pub mod arith;
 pub mod fold_batch_norm;
 pub mod fuse_conv_bias;
 pub mod fuse_conv_bias_with_z;
+pub mod fuse_preprocess;
 pub mod param_redistribute;
 
 use super::analysis::{Graph, GraphAnalysis, dense_data, dict_entries, intern_dense};
@@ -158,7 +159,8 @@ pub fn rule_set<'c>(name: &str) -> Option<Vec<Rewrite<Node, GraphAnalysis<'c>>>>
         "param-redistribute" => param_redistribute::rules(),
         "fuse-conv-bias-nonlinearity" => fuse_conv_bias::rules(),
         "fuse-conv-bias-with-z" => fuse_conv_bias_with_z::rules(),
-        "param-fold" | "fuse-preprocess" => Vec::new(),
+        "fuse-preprocess" => fuse_preprocess::rules(),
+        "param-fold" => Vec::new(),
         _ => return None,
     })
 }
