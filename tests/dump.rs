@@ -391,6 +391,17 @@ fn fusion_options_fuse_at_dump_and_at_load() {
     let loaded = strata::load(&path).unwrap();
     assert!(loaded.run_testcases().unwrap().iter().all(|r| r.passed()), "optimised model passes its testcase");
 
+    // enable_fuse_preprocess: the uint8 chain becomes one op (bit 5 of the mask).
+    let (pre, ..) = traced("preprocess_net", consts());
+    let mut opts = DumpOptions { input_data: vec!["#rand(0,255)".into()], ..Default::default() };
+    opts.inference.enable_fuse_preprocess = true;
+    let pre_path = dir.path("pre.smdl");
+    pre.dump(&pre_path, &opts).unwrap();
+    let (ctx, m, info) = read(&pre_path);
+    assert_eq!(ctx.walk(m).into_iter().filter(|&o| ctx.op_name(o) == "graph.fused_preprocess").count(), 1);
+    assert_eq!(info.metadata.unwrap().optimize_options, 1 << 5);
+    assert!(strata::load(&pre_path).unwrap().run_testcases().unwrap().iter().all(|r| r.passed()));
+
     // The same fusion applied at load time by `strata run`.
     let plain = dir.path("plain.smdl");
     let p = plain.to_str().unwrap();

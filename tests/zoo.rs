@@ -110,6 +110,13 @@ fn opt_level_2_folds_batch_norm_and_fuses_conv_bias() {
         let fused = ops.iter().filter(|o| o.1.as_deref() == Some("relu")).count();
         assert!(fused >= 10, "{name}: only {fused} conv_bias ops carry their relu ({relus} elemwise ops left)");
     }
+    let pre = compiled_ops("preprocess_net");
+    let graph_ops: Vec<&str> = pre
+        .iter()
+        .map(|o| o.0.as_str())
+        .filter(|n| !matches!(*n, "graph.const" | "graph.param") && n.starts_with("graph."))
+        .collect();
+    assert_eq!(graph_ops, ["graph.fused_preprocess", "graph.conv_bias"], "preprocess_net: {pre:?}");
     let resblock = compiled_ops("resblock");
     assert!(
         resblock.iter().any(|o| o.0 == "graph.conv_bias" && o.2 == 4 && o.1.as_deref() == Some("relu")),

@@ -228,7 +228,7 @@ const FIELDS: [(&str, Field, &str); 13] = [
     ("enable_nchw64", |o| &mut o.enable_nchw64, "layout passes (issue 6)"),
     ("enable_fuse_conv_bias_nonlinearity", |o| &mut o.enable_fuse_conv_bias_nonlinearity, ""),
     ("enable_fuse_conv_bias_with_z", |o| &mut o.enable_fuse_conv_bias_with_z, ""),
-    ("enable_fuse_preprocess", |o| &mut o.enable_fuse_preprocess, "the fuse-preprocess rule set"),
+    ("enable_fuse_preprocess", |o| &mut o.enable_fuse_preprocess, ""),
 ];
 
 const LAYOUTS: [(&str, LayoutOption); 8] = [
