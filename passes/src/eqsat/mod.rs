@@ -240,3 +240,42 @@ fn explain(egraph: &Graph<'_>, conv: &convert::Converted, choice: &HashMap<Id, N
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::analysis::{GraphAnalysis, typed_add};
+    use super::convert::to_egraph;
+    use super::lang::Node;
+    use strata_ir::{ParseOptions, Source, parse_module};
+
+    const SRC: &str = r#"func @f(%x: tensor<2x3xf32>, %y: tensor<3xf32>) -> tensor<2x3xf32> {
+  %a = graph.elemwise(%x, %y) {mode = "add"} : (tensor<2x3xf32>, tensor<3xf32>) -> tensor<2x3xf32>
+  %r = graph.elemwise(%a) {mode = "relu"} : (tensor<2x3xf32>) -> tensor<2x3xf32>
+  return(%r)
+}"#;
+
+    #[test]
+    fn analysis_types_classes_and_refuses_ill_typed_nodes() {
+        let mut ctx = strata_dialects::context();
+        let m = parse_module(&mut ctx, &Source::new("t.strata", SRC), &ParseOptions::default()).unwrap();
+        let f = strata_dialects::func::functions(&ctx, m)[0];
+        let block = ctx.body(f.0, 0).unwrap();
+        let args: Vec<_> = ctx.block(block).args.iter().map(|&a| ctx.value_type(a)).collect();
+        let mut g = egg::EGraph::new(GraphAnalysis::new(&mut ctx, args, false));
+        let conv = to_egraph(&mut g, block).unwrap();
+        g.rebuild();
+        let root = g.find(conv.roots[0]);
+        let (x, y) = (g.add(Node::Arg(0)), g.add(Node::Arg(1)));
+        // relu(y) has type 3xf32, not the root's 2x3xf32: refused, the graph is unchanged.
+        let before = g.total_number_of_nodes();
+        assert!(typed_add(&mut g, root, Node::op("relu", vec![y])).is_none());
+        assert_eq!(g.total_number_of_nodes(), before);
+        // relu(x + y) has the root's type and hash-conses to the root.
+        let a = g.lookup(Node::op("add", vec![x, y])).unwrap();
+        assert_eq!(typed_add(&mut g, root, Node::op("relu", vec![a])), Some(root));
+        // Merging values of different types is recorded as a conflict (the pass then fails).
+        g.union(x, y);
+        g.rebuild();
+        assert_eq!(g.analysis.conflicts.len(), 1, "{:?}", g.analysis.conflicts);
+    }
+}
