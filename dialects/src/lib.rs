@@ -4,6 +4,8 @@
 //! - [`func`]: `func.module`, `func.func`, `func.return`, `func.call`.
 //! - [`graph`]: the high-level tensor graph (NCHW): MegEngine's inference op set
 //!   (`docs/graph-dialect.md`).
+//! - [`layout`]: blocked layouts (NCHW88, NCHW44, …), relayouts, packed
+//!   weights and the blocked forms of conv_bias and pooling (`docs/layout.md`).
 //! - [`apply`]: one op outside a module (shape inference and evaluation), shared
 //!   by eager tensors and the tracer.
 //! - [`interp`]: runs a function op by op with each op's reference `eval`;
@@ -13,6 +15,7 @@ pub mod apply;
 pub mod func;
 pub mod graph;
 pub mod interp;
+pub mod layout;
 
 use std::sync::Arc;
 use strata_ir::{Context, Registry};
@@ -22,6 +25,7 @@ pub fn registry() -> Registry {
     let mut r = Registry::new();
     func::register(&mut r);
     graph::register(&mut r);
+    layout::register(&mut r);
     r
 }
 

@@ -8,12 +8,24 @@
 pub mod check;
 pub mod cleanup;
 pub mod eqsat;
+pub mod f16;
+pub mod layout;
 pub mod pipelines;
 
 use strata_ir::pass::{PassInfo, PassRegistry};
 
 /// Every registered pass.
-pub const PASSES: &[PassInfo] = &[cleanup::canonicalize::INFO, cleanup::cse::INFO, cleanup::dce::INFO, eqsat::INFO];
+pub const PASSES: &[PassInfo] = &[
+    cleanup::canonicalize::INFO,
+    cleanup::cse::INFO,
+    cleanup::dce::INFO,
+    eqsat::INFO,
+    f16::IO_F32_COMP_INFO,
+    f16::IO_COMP_INFO,
+    layout::padding_channel::INFO,
+    layout::nchwxx::INFO,
+    layout::cancel_relayouts::INFO,
+];
 
 /// A registry holding every pass.
 pub fn registry() -> PassRegistry {

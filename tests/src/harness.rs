@@ -10,6 +10,7 @@
 //! | `// expect: error`        | the case must fail; its diagnostic is snapshotted    |
 //! | `// allow-unregistered`   | accept unregistered ops                              |
 //! | `// check: numeric`       | compare every pass with the reference evaluator      |
+//! | `// check: numeric tolerance=E` | the same with MegEngine's AssertEqual measure (`max |e-a| / max(min(|e|,|a|), 1) <= E`), for precision-changing passes (f16) |
 //! | `// check: none`          | turn that off again (for one case)                   |
 //! | `// print: large-consts`  | print constants in full                              |
 //! | `// print: locs`          | print locations                                      |
@@ -18,7 +19,7 @@
 //! verify-each, print, round-trip check again. The snapshot shows each case's
 //! pipeline and result (or diagnostic).
 
-use strata::driver::{OptConfig, check_roundtrip, optimize, parse_and_verify};
+use strata::driver::{OptConfig, check_roundtrip, optimize, parse_and_verify, pass_manager};
 use strata_ir::pass::Instrumentation;
 use strata_ir::{PrintOptions, Source};
 use strata_passes::pipelines::OptLevel;
@@ -36,6 +37,8 @@ pub struct Directives {
     pub allow_unregistered: bool,
     /// `// check: numeric`.
     pub check: bool,
+    /// `// check: numeric tolerance=E`: the checker's looser bound, if any.
+    pub tolerance: Option<f64>,
     /// `// print: large-consts`.
     pub print_large_consts: bool,
     /// `// print: locs`.
@@ -61,8 +64,14 @@ impl Directives {
                 self.allow_unregistered = true;
             } else if c == "check: numeric" {
                 self.check = true;
+                self.tolerance = None;
+            } else if let Some(t) = c.strip_prefix("check: numeric tolerance=") {
+                let t = t.trim().parse::<f64>().ok().filter(|t| *t >= 0.0);
+                self.tolerance = Some(t.ok_or_else(|| format!("bad tolerance in `{line}`"))?);
+                self.check = true;
             } else if c == "check: none" {
                 self.check = false;
+                self.tolerance = None;
             } else if c == "print: large-consts" {
                 self.print_large_consts = true;
             } else if c == "print: locs" {
@@ -133,14 +142,25 @@ pub fn run_case(file: &str, case: &Case, header: &Directives) -> Result<String, 
         },
     };
     let mut header_line = format!("// pipeline: {}", config.pipeline_text());
-    if config.checks() {
+    if let Some(t) = d.tolerance {
+        header_line.push_str(&format!("  (checked numerically within {t:e})"));
+    } else if config.checks() {
         header_line.push_str("  (checked numerically)");
     }
     let result = (|| -> Result<String, String> {
         let mut ctx = strata_dialects::context();
         let module = parse_and_verify(&mut ctx, &source, d.allow_unregistered).map_err(|e| e.to_string())?;
         check_roundtrip(&ctx, module, &print_options, d.allow_unregistered).map_err(|e| format!("HARNESS: {e}"))?;
-        optimize(&mut ctx, module, &config).map_err(|e| e.to_string())?;
+        match d.tolerance {
+            None => optimize(&mut ctx, module, &config).map(drop).map_err(|e| e.to_string())?,
+            Some(t) => {
+                let registry = strata_passes::registry();
+                let unchecked = OptConfig { check_each: false, ..config.clone() };
+                let pm = pass_manager(&registry, &unchecked).map_err(|e| e.to_string())?;
+                let mut pm = pm.with_checker(strata_passes::check::numeric_checker_within(0x5eed, t));
+                pm.run(&mut ctx, module).map_err(|e| e.to_string())?;
+            }
+        }
         check_roundtrip(&ctx, module, &print_options, d.allow_unregistered).map_err(|e| format!("HARNESS: {e}"))
     })();
     match (result, d.expect_error) {

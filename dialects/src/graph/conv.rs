@@ -24,6 +24,12 @@
 //! another `qs32`) `out_dtype` requantises (round half away from zero,
 //! saturate). The bias of a quantised `conv_bias` is `qs32<sx·sw>`, and `z` has
 //! the result type. Everything is dequantised and computed in `f64`.
+//!
+//! Optional `compute_mode` (all three ops): `"default"` or `"float32"`
+//! (MegEngine's f16 storage with f32 accumulation, set by `f16-io-f32-comp`;
+//! f16/bf16 operands only). The reference computes both in `f64` and rounds
+//! once to the result type, which is the `float32` contract; see
+//! [`check_compute_mode`] and `docs/f16.md`.
 
 use super::common::{expect_rank, fixed_dim, ints_n, show};
 use super::elemwise::Mode;
@@ -40,7 +46,7 @@ define_op! {
         operands: [x, w],
         results: [output],
         attrs: { stride: Ints, pad: Ints, dilation: Ints, group: Int },
-        optional_attrs: { out_dtype: Type },
+        optional_attrs: { out_dtype: Type, compute_mode: Str },
         traits: [PURE],
         infer: infer_conv2d,
         eval: eval_conv2d,
@@ -55,7 +61,7 @@ define_op! {
         operands: [x, w, b],
         results: [output],
         attrs: { stride: Ints, pad: Ints, dilation: Ints, group: Int, nonlinearity: Str },
-        optional_attrs: { out_dtype: Type },
+        optional_attrs: { out_dtype: Type, compute_mode: Str },
         traits: [PURE],
         variadic: z,
         infer: infer_conv_bias,
@@ -71,7 +77,7 @@ define_op! {
         operands: [x, w],
         results: [output],
         attrs: { stride: Ints, pad: Ints, dilation: Ints, group: Int },
-        optional_attrs: {},
+        optional_attrs: { compute_mode: Str },
         traits: [PURE],
         infer: infer_conv_transpose2d,
         eval: eval_conv_transpose2d,
@@ -442,8 +448,27 @@ fn same_scale(a: QScale, b: QScale) -> bool {
     (a - b).abs() <= 1e-5 * a.abs().max(b.abs())
 }
 
+/// Checks the optional `compute_mode` attribute of an accumulating op
+/// (convolutions, matmuls, `reduce`) whose input has element type `elem`:
+/// `"default"` (accumulate in the operand type) or `"float32"` (MegEngine's
+/// `ComputeMode::FLOAT32`: f16/bf16 storage with f32 accumulation, so only
+/// for f16 and bf16 inputs). The reference evaluator computes both in `f64`
+/// and rounds once to the result type: `float32` is exactly what it already
+/// does, and `default` on f16 is modelled by that same per-op rounding.
+pub fn check_compute_mode(cx: &OpCx<'_>, elem: ElemType) -> Result<(), String> {
+    match cx.attrs.opt::<attr_kind::Str>("compute_mode")? {
+        None | Some("default") => Ok(()),
+        Some("float32") if matches!(elem, ElemType::F16 | ElemType::BF16) => Ok(()),
+        Some("float32") => {
+            Err(format!("attribute `compute_mode = \"float32\"` needs f16 or bf16 operands, `{}` has {elem}", cx.name))
+        }
+        Some(other) => Err(format!("unknown compute_mode `{other}` (expected one of default, float32)")),
+    }
+}
+
 /// The result element type of `conv2d`/`conv_bias` from `x`, `w` and `out_dtype`.
 fn forward_elem(cx: &OpCx<'_>, x: &TensorType, w: &TensorType) -> Result<ElemType, String> {
+    check_compute_mode(cx, x.elem)?;
     let out = out_dtype(cx)?;
     match (x.elem, w.elem) {
         (ElemType::QS8(sx), ElemType::QS8(sw)) => match out {
@@ -575,6 +600,7 @@ fn eval_conv_bias(cx: &OpCx<'_>, inputs: &[TensorData]) -> Result<Vec<TensorData
 
 /// Element types of `conv_transpose2d`: floats, `x` and `w` alike.
 fn transpose_elem(cx: &OpCx<'_>, x: &TensorType, w: &TensorType) -> Result<ElemType, String> {
+    check_compute_mode(cx, x.elem)?;
     if !x.elem.is_float() {
         return Err(format!(
             "operand `x` has element type {}, which `{}` does not support (f32, f16, bf16)",

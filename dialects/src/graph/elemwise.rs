@@ -19,8 +19,8 @@
 
 use super::common::{broadcast_offset, broadcast_shapes, show};
 use strata_ir::{
-    Context, ElemType, FoldResult, Layout, OpCx, OpId, OpView, Registry, TensorData, TensorType, TypeData, ValueId,
-    attr_kind, define_op,
+    Context, Dim, ElemType, FoldResult, Layout, OpCx, OpId, OpView, Registry, TensorData, TensorType, TypeData,
+    ValueId, attr_kind, define_op,
 };
 
 define_op! {
@@ -277,17 +277,12 @@ fn infer_elemwise(cx: &OpCx<'_>) -> Result<Vec<TypeData>, String> {
         return Err(format!("mode `{}` takes {} operands, got {}", mode.name(), mode.arity(), cx.operand_types.len()));
     }
     let first = cx.tensor(0)?;
+    let layout = blocked_operand_layout(cx)?;
     let mut shape = first.shape.clone();
     for i in 1..cx.operand_types.len() {
         let t = cx.tensor(i)?;
         if t.elem != first.elem {
             return Err(format!("operand element types differ: {} and {}", first.elem, t.elem));
-        }
-        if t.layout != first.layout {
-            return Err(format!("operand layouts differ: #{} and #{}", first.layout, t.layout));
-        }
-        if first.layout != Layout::Nchw && t.shape != first.shape {
-            return Err("operands in a blocked layout must have equal shapes".into());
         }
         shape = broadcast_shapes(&shape, &t.shape).map_err(|axis| {
             format!(
@@ -304,7 +299,52 @@ fn infer_elemwise(cx: &OpCx<'_>) -> Result<Vec<TypeData>, String> {
     if elem.is_quantized() != first.elem.is_quantized() || (elem.is_float() != first.elem.is_float()) {
         return Err(format!("out_dtype {elem} must be of the same kind as the operands ({})", first.elem));
     }
-    Ok(vec![TypeData::Tensor(TensorType { shape, elem, layout: first.layout })])
+    Ok(vec![TypeData::Tensor(TensorType { shape, elem, layout })])
+}
+
+/// The layout of the result: plain, or the one blocked layout among the
+/// operands. Blocked operands must agree on their channel axes (broadcasting
+/// them would mix channels); plain operands next to blocked ones must hold one
+/// element (a scalar broadcast means the same in every layout).
+fn blocked_operand_layout(cx: &OpCx<'_>) -> Result<Layout, String> {
+    let mut blocked: Option<&TensorType> = None;
+    for i in 0..cx.operand_types.len() {
+        let t = cx.tensor(i)?;
+        if t.layout == Layout::Nchw {
+            continue;
+        }
+        match blocked {
+            None => blocked = Some(t),
+            Some(b) if b.layout != t.layout => {
+                return Err(format!("operand layouts differ: #{} and #{}", b.layout, t.layout));
+            }
+            Some(b) => {
+                let axes = crate::layout::format::channel_axes(b.layout);
+                let same = b.shape.len() == t.shape.len()
+                    && axes.is_none_or(|(c, k)| b.shape.get(c) == t.shape.get(c) && b.shape.get(k) == t.shape.get(k));
+                if !same {
+                    return Err(format!(
+                        "operands in the blocked layout #{} must have equal ranks and channel dims, have {} and {}",
+                        b.layout,
+                        show(cx, &b.shape),
+                        show(cx, &t.shape)
+                    ));
+                }
+            }
+        }
+    }
+    let Some(b) = blocked else { return Ok(Layout::Nchw) };
+    for i in 0..cx.operand_types.len() {
+        let t = cx.tensor(i)?;
+        if t.layout == Layout::Nchw && (t.shape.len() > b.shape.len() || t.shape.iter().any(|&d| d != Dim::Fixed(1))) {
+            return Err(format!(
+                "operand layouts differ: #{} and #nchw (a plain operand next to a blocked one must hold one element, has shape {})",
+                b.layout,
+                show(cx, &t.shape)
+            ));
+        }
+    }
+    Ok(b.layout)
 }
 
 fn eval_elemwise(cx: &OpCx<'_>, inputs: &[TensorData]) -> Result<Vec<TensorData>, String> {

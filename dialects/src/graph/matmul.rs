@@ -12,6 +12,8 @@
 //! both operands must be the same dim (equal sizes, or the same symbol).
 //! Element types: `f32`, `f16`, `bf16`, both operands alike; products are
 //! accumulated in `f64` and rounded once to the result type.
+//! Optional `compute_mode`: `"default"` or `"float32"` (f16/bf16 operands
+//! only), evaluated alike (see `conv::check_compute_mode`).
 
 use super::common::{expect_rank, show};
 use strata_ir::tensor::num_elements;
@@ -24,7 +26,7 @@ define_op! {
         operands: [a, b],
         results: [output],
         attrs: {},
-        optional_attrs: { transpose_a: Bool, transpose_b: Bool },
+        optional_attrs: { transpose_a: Bool, transpose_b: Bool, compute_mode: Str },
         traits: [PURE],
         infer: infer_matmul,
         eval: eval_matmul,
@@ -38,7 +40,7 @@ define_op! {
         operands: [a, b],
         results: [output],
         attrs: {},
-        optional_attrs: { transpose_a: Bool, transpose_b: Bool },
+        optional_attrs: { transpose_a: Bool, transpose_b: Bool, compute_mode: Str },
         traits: [PURE],
         infer: infer_batched_matmul,
         eval: eval_batched_matmul,
@@ -82,6 +84,7 @@ fn check(cx: &OpCx<'_>, a: &TensorType, b: &TensorType, batched: bool) -> Result
     if b.elem != a.elem {
         return Err(format!("operand `b` must have the element type of operand `a` ({}), has {}", a.elem, b.elem));
     }
+    super::conv::check_compute_mode(cx, a.elem)?;
     let (ta, tb) = (cx.attrs.flag("transpose_a")?, cx.attrs.flag("transpose_b")?);
     let off = usize::from(batched);
     let (r0, r1) = (a.shape[off], a.shape[off + 1]);
@@ -288,6 +291,35 @@ mod tests {
             let y32 = eval("graph.matmul", &[f32s(&[3, 5], &a.to_reals()), f32s(&[5, 4], &b.to_reals())], &[]).unwrap();
             assert_close(&y.to_reals(), &y32.to_reals(), 1e-2, 1e-2);
         }
+    }
+
+    #[test]
+    fn compute_mode_is_checked_and_evaluates_alike() {
+        let f32m = [("compute_mode", "\"float32\"")];
+        let conv = [("stride", "[1, 1]"), ("pad", "[0, 0]"), ("dilation", "[1, 1]"), ("group", "1")];
+        let conv32: Vec<_> = conv.iter().copied().chain(f32m).collect();
+        let reduce = [("mode", "\"sum\""), ("axis", "1"), ("keepdim", "false")];
+        let reduce32: Vec<_> = reduce.iter().copied().chain(f32m).collect();
+        type Case<'a> = (&'a str, Vec<&'a str>, &'a [(&'a str, &'a str)]);
+        let ok: [Case; 3] = [
+            ("graph.matmul", vec!["tensor<2x3xf16>", "tensor<3x4xf16>"], &f32m),
+            ("graph.conv2d", vec!["tensor<1x2x3x3xf16>", "tensor<4x2x1x1xf16>"], &conv32),
+            ("graph.reduce", vec!["tensor<2x3xf16>"], &reduce32),
+        ];
+        for (name, types, attrs) in ok {
+            infer(name, &types, attrs).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let f32_types: Vec<String> = types.iter().map(|t| t.replace("f16", "f32")).collect();
+            let f32_types: Vec<&str> = f32_types.iter().map(String::as_str).collect();
+            let err = infer(name, &f32_types, attrs).unwrap_err();
+            assert!(err.contains("needs f16 or bf16"), "{name}: {err}");
+        }
+        let err = infer("graph.matmul", &["tensor<2x3xf16>", "tensor<3x4xf16>"], &[("compute_mode", "\"half\"")])
+            .unwrap_err();
+        assert!(err.contains("unknown compute_mode `half`"), "{err}");
+        let (a, b) = (random(ElemType::F16, &[3, 5], 1), random(ElemType::F16, &[5, 4], 2));
+        let plain = eval("graph.matmul", &[a.clone(), b.clone()], &[]).unwrap();
+        assert_eq!(eval("graph.matmul", &[a.clone(), b.clone()], &f32m).unwrap(), plain);
+        assert_eq!(eval("graph.matmul", &[a, b], &[("compute_mode", "\"default\"")]).unwrap(), plain);
     }
 
     #[test]

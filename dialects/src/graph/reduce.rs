@@ -14,6 +14,10 @@
 //! `bool` is rejected. Reducing an empty axis gives 0 for sum, 1 for prod and
 //! NaN for a float mean; max, min and an integer mean of an empty axis are
 //! errors.
+//!
+//! Optional `compute_mode`: `"default"` or `"float32"` (MegEngine's
+//! `FLOAT_O16xC32`, f16/bf16 inputs only); floats are accumulated in `f64`
+//! either way (see `conv::check_compute_mode`).
 
 use super::common::{fixed, norm_axis, one, show};
 use strata_ir::{Dim, ElemType, Layout, OpCx, Registry, TensorData, TypeData, define_op};
@@ -25,7 +29,7 @@ define_op! {
         operands: [input],
         results: [output],
         attrs: { mode: Str, axis: Int, keepdim: Bool },
-        optional_attrs: {},
+        optional_attrs: { compute_mode: Str },
         traits: [PURE],
         infer: infer_reduce,
         eval: eval_reduce,
@@ -105,6 +109,7 @@ fn plan(cx: &OpCx<'_>, input: &[Dim], elem: ElemType) -> Result<(ReduceMode, usi
     let axis = norm_axis(cx.attrs.int("axis")?, input.len())
         .map_err(|e| format!("attribute `axis` for the input {}: {e}", show(cx, input)))?;
     check_mode(mode, elem, axis, input[axis].fixed())?;
+    super::conv::check_compute_mode(cx, elem)?;
     let mut dims = input.to_vec();
     if cx.attrs.req::<strata_ir::attr_kind::Bool>("keepdim")? {
         dims[axis] = Dim::Fixed(1);
@@ -117,7 +122,18 @@ fn plan(cx: &OpCx<'_>, input: &[Dim], elem: ElemType) -> Result<(ReduceMode, usi
 fn infer_reduce(cx: &OpCx<'_>) -> Result<Vec<TypeData>, String> {
     let x = cx.tensor(0)?;
     if x.layout != Layout::Nchw {
-        return Err(format!("operand #0 must have the plain layout, has #{}", x.layout));
+        // A blocked tensor reduces over H or W only, keeping its dims (and layout).
+        let (h, w) = crate::layout::format::spatial_axes(x.layout);
+        let axis = norm_axis(cx.attrs.int("axis")?, x.shape.len());
+        let keep = cx.attrs.req::<strata_ir::attr_kind::Bool>("keepdim")?;
+        if !keep || !matches!(axis, Ok(a) if a == h || a == w) {
+            return Err(format!(
+                "operand #0 must have the plain layout, has #{} (blocked tensors reduce only over H or W with keepdim = true)",
+                x.layout
+            ));
+        }
+        let (_, _, dims) = plan(cx, &x.shape, x.elem)?;
+        return Ok(vec![super::common::like(x, dims)]);
     }
     let (_, _, dims) = plan(cx, &x.shape, x.elem)?;
     Ok(vec![super::common::tensor(x.elem, dims)])

@@ -856,7 +856,14 @@ fn concat_dims(cx: &OpCx<'_>, shapes: &[&[Dim]], axis: i64) -> Result<(usize, Ve
 fn infer_concat(cx: &OpCx<'_>) -> Result<Vec<TypeData>, String> {
     let mut types: Vec<&TensorType> = Vec::with_capacity(cx.operand_types.len());
     for i in 0..cx.operand_types.len() {
-        let t = plain_tensor(cx, i)?;
+        let t = cx.tensor(i)?;
+        let first_layout = types.first().map_or(t.layout, |f| f.layout);
+        if t.layout != first_layout
+            || (t.layout != Layout::Nchw && crate::layout::format::channel_axes(t.layout).is_none())
+        {
+            plain_tensor(cx, i)?;
+            return Err(format!("operand #{i} has layout #{} but operand #0 has #{first_layout}", t.layout));
+        }
         if let Some(first) = types.first()
             && t.elem != first.elem
         {
@@ -865,7 +872,13 @@ fn infer_concat(cx: &OpCx<'_>) -> Result<Vec<TypeData>, String> {
         types.push(t);
     }
     let shapes: Vec<&[Dim]> = types.iter().map(|t| t.shape.as_slice()).collect();
-    let (_, dims) = concat_dims(cx, &shapes, cx.attrs.int("axis")?)?;
+    let (axis, dims) = concat_dims(cx, &shapes, cx.attrs.int("axis")?)?;
+    // Blocked operands concatenate along any stored axis but the in-block one.
+    if let Some((_, block_axis)) = crate::layout::format::channel_axes(types[0].layout)
+        && axis == block_axis
+    {
+        return Err(format!("a concat of #{} tensors cannot run along the block axis {axis}", types[0].layout));
+    }
     Ok(result_like(types[0], dims))
 }
 

@@ -1,0 +1,95 @@
+//! NCHWxx conversion of zoo models: resnet18 and mobilenet_v2, traced and
+//! compiled at the default opt level (conv_bias already fused), converted with
+//! `padding-channel,nchwxx,cancel-relayouts,canonicalize,dce` for NCHW88 and
+//! NCHW44, give the unconverted module's outputs (reference evaluator) within
+//! 1e-4 (MegEngine's AssertEqual measure), and keep few relayouts.
+
+use strata::dialects::func::functions;
+use strata::dialects::interp;
+use strata::ir::pass::PassManager;
+use strata::ir::{Context, OpId, TensorData, VerifyOptions, verify};
+use strata::runtime::format::{ModelInfo, read_model, write_model};
+use strata::{Tensor, TraceOptions, trace, zoo};
+
+/// The compiled module of `name` (input 1x3x32x32) in a fresh context.
+fn compiled(name: &str) -> (Context, OpId, TensorData) {
+    let model = zoo::build(name, 3).unwrap();
+    let opts = TraceOptions { capture_as_const: true, ..TraceOptions::default() };
+    let mut traced = trace(|a: &[Tensor]| model.forward(&a[0]), opts).unwrap();
+    let mut shape = model.input_shape_for(1);
+    shape[2] = 32;
+    shape[3] = 32;
+    let x = Tensor::uniform(&shape, -1.0, 1.0, 11).unwrap();
+    traced.call(&[x.clone()]).unwrap();
+    traced.call(&[x.clone()]).unwrap();
+    let (ctx, m) = traced.compiled_module().unwrap();
+    let bytes = write_model(ctx, m, &ModelInfo::default()).unwrap();
+    let mut fresh = strata::dialects::context();
+    let (m2, _) = read_model(&bytes, &mut fresh).unwrap();
+    (fresh, m2, x.data().unwrap())
+}
+
+fn run(ctx: &Context, m: OpId, x: &TensorData) -> Vec<TensorData> {
+    let f = functions(ctx, m)[0];
+    interp::run(ctx, m, f.name(ctx), &[x.clone()]).unwrap()
+}
+
+fn count(ctx: &Context, m: OpId, op: &str) -> usize {
+    ctx.walk(m).into_iter().filter(|&o| ctx.op_name(o) == op).count()
+}
+
+/// Converts `name` with block `p`; returns (relayouts, converted convs, NCHW convs, max error).
+fn convert(name: &str, p: u32) -> (usize, usize, usize, f64) {
+    let (mut ctx, m, x) = compiled(name);
+    let expected = run(&ctx, m, &x);
+    let reg = strata::passes::registry();
+    // resnet18's 512x512x3x3 weights exceed canonicalize's default fold limit (2^20 elements).
+    let pipeline = format!(
+        "padding-channel{{block={p}}},nchwxx{{block={p}}},cancel-relayouts,canonicalize{{max-fold-elements=4194304}},dce"
+    );
+    let mut pm = PassManager::parse(&reg, &pipeline).unwrap();
+    pm.instrumentation.verify_each = true;
+    pm.run(&mut ctx, m).unwrap();
+    verify(&ctx, m, VerifyOptions::default()).unwrap();
+    let got = run(&ctx, m, &x);
+    let err = expected.iter().zip(&got).map(|(e, g)| strata::feed::assert_equal_error(e, g)).fold(0.0, f64::max);
+    let with_z = ctx
+        .walk(m)
+        .into_iter()
+        .filter(|&o| ctx.op_name(o) == "layout.conv_bias" && ctx.op(o).operands.len() == 4)
+        .count();
+    eprintln!("{name} block {p}: {with_z} blocked conv_bias ops with z");
+    // Every weight relayout was folded into a constant.
+    assert_eq!(count(&ctx, m, "layout.weight"), 0, "{name}: layout.weight left after canonicalize");
+    (count(&ctx, m, "layout.relayout"), count(&ctx, m, "layout.conv_bias"), count(&ctx, m, "graph.conv_bias"), err)
+}
+
+#[test]
+fn resnet18_nchw88_relayouts_only_at_the_ends() {
+    let (relayouts, blocked, plain, err) = convert("resnet18", 8);
+    eprintln!("resnet18 nchw88: {relayouts} relayouts, {blocked} blocked convs, {plain} NCHW convs, error {err:e}");
+    assert!(err <= 1e-4, "resnet18 nchw88 differs by {err}");
+    assert_eq!(plain, 0, "every conv of resnet18 converts");
+    // The first conv is hybrid (NCHW input), so the only relayout is the one
+    // back to NCHW before the classifier.
+    assert_eq!(relayouts, 1, "resnet18 nchw88 has {relayouts} relayouts");
+}
+
+#[test]
+fn resnet18_nchw44() {
+    let (relayouts, blocked, plain, err) = convert("resnet18", 4);
+    eprintln!("resnet18 nchw44: {relayouts} relayouts, {blocked} blocked convs, {plain} NCHW convs, error {err:e}");
+    assert!(err <= 1e-4, "resnet18 nchw44 differs by {err}");
+}
+
+#[test]
+fn mobilenet_v2_nchw88_and_nchw44() {
+    for p in [8, 4] {
+        let (relayouts, blocked, plain, err) = convert("mobilenet_v2", p);
+        eprintln!(
+            "mobilenet_v2 block {p}: {relayouts} relayouts, {blocked} blocked convs, {plain} NCHW convs, error {err:e}"
+        );
+        assert!(err <= 1e-4, "mobilenet_v2 block {p} differs by {err}");
+        assert_eq!((relayouts, plain), (1, 0), "mobilenet_v2 block {p}: every conv converts, one relayout");
+    }
+}
