@@ -20,8 +20,8 @@ fn compiled(name: &str) -> (Context, OpId, TensorData) {
     shape[2] = 32;
     shape[3] = 32;
     let x = Tensor::uniform(&shape, -1.0, 1.0, 11).unwrap();
-    traced.call(&[x.clone()]).unwrap();
-    traced.call(&[x.clone()]).unwrap();
+    traced.call(std::slice::from_ref(&x)).unwrap();
+    traced.call(std::slice::from_ref(&x)).unwrap();
     let (ctx, m) = traced.compiled_module().unwrap();
     let bytes = write_model(ctx, m, &ModelInfo::default()).unwrap();
     let mut fresh = strata::dialects::context();
@@ -31,7 +31,7 @@ fn compiled(name: &str) -> (Context, OpId, TensorData) {
 
 fn run(ctx: &Context, m: OpId, x: &TensorData) -> Vec<TensorData> {
     let f = functions(ctx, m)[0];
-    interp::run(ctx, m, f.name(ctx), &[x.clone()]).unwrap()
+    interp::run(ctx, m, f.name(ctx), std::slice::from_ref(x)).unwrap()
 }
 
 fn count(ctx: &Context, m: OpId, op: &str) -> usize {

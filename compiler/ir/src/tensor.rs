@@ -30,11 +30,38 @@ pub enum TensorError {
 }
 
 /// A host tensor: element type, shape and row-major little-endian bytes.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorData {
     elem: ElemType,
     shape: Vec<usize>,
     bytes: Arc<[u8]>,
+}
+
+/// Hashes the element type, the shape and a sample of the bytes (all of them
+/// up to 4 KiB; else the length, the first and last KiB and 32 evenly spaced
+/// 64-byte windows), so interning a large constant does not read all of it.
+/// Consistent with `Eq`, which compares every byte.
+impl std::hash::Hash for TensorData {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        const WHOLE: usize = 4096;
+        const EDGE: usize = 1024;
+        const WINDOWS: usize = 32;
+        const WINDOW: usize = 64;
+        self.elem.hash(h);
+        self.shape.hash(h);
+        let b = &self.bytes[..];
+        if b.len() <= WHOLE {
+            b.hash(h);
+            return;
+        }
+        b.len().hash(h);
+        h.write(&b[..EDGE]);
+        h.write(&b[b.len() - EDGE..]);
+        let step = (b.len() - WINDOW) / WINDOWS;
+        for i in 0..WINDOWS {
+            h.write(&b[i * step..i * step + WINDOW]);
+        }
+    }
 }
 
 /// The number of elements of `shape`, or `None` on overflow.

@@ -13,6 +13,9 @@
 //!   `param-fold` switches on constant folding with the reference evaluator.
 //! - `iter-limit`, `node-limit` — bounds of the search (never a time limit).
 //! - `target` — the cost model's machine (`x86-64`, `aarch64`).
+//! - `extractor` — `greedy` (default: cheapest tree per class) or `lp` (the
+//!   cheapest DAG, shared values paid once; needs the cargo feature `lp`, see
+//!   `extract_lp`; without it `lp` is an options error).
 //!
 //! Statistics: `iterations`, `e-nodes`, `e-classes`, `stop-saturated` /
 //! `stop-iteration-limit` / `stop-node-limit`, `rewrites` (unions made by
@@ -29,6 +32,8 @@
 pub mod analysis;
 pub mod convert;
 pub mod cost;
+#[cfg(feature = "lp")]
+pub mod extract_lp;
 pub mod lang;
 pub mod rules;
 
@@ -54,6 +59,17 @@ pub struct Eqsat {
     pub node_limit: usize,
     /// Cost model target.
     pub target: cost::Target,
+    /// How the result is extracted from the e-graph.
+    pub extractor: ExtractorKind,
+}
+
+/// The extraction algorithm (option `extractor`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExtractorKind {
+    /// egg's greedy extractor over tree costs.
+    Greedy,
+    /// ILP over DAG costs (cargo feature `lp`).
+    Lp,
 }
 
 const OPTIONS: &[OptionSpec] = &[
@@ -61,6 +77,12 @@ const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "iter-limit", kind: OptionKind::UInt, default: "30", help: "most saturation iterations" },
     OptionSpec { name: "node-limit", kind: OptionKind::UInt, default: "200000", help: "most e-nodes" },
     OptionSpec { name: "target", kind: OptionKind::Str, default: "x86-64", help: "cost model target: x86-64, aarch64" },
+    OptionSpec {
+        name: "extractor",
+        kind: OptionKind::Str,
+        default: "greedy",
+        help: "extraction: greedy (tree cost), lp (DAG cost; needs the cargo feature `lp`)",
+    },
 ];
 
 /// Registry entry.
@@ -85,11 +107,23 @@ impl Eqsat {
             let names: Vec<_> = cost::TARGETS.iter().map(|t| t.name).collect();
             format!("unknown target `{}`; the targets are {}", o.str("target"), names.join(", "))
         })?;
+        let extractor = match o.str("extractor") {
+            "greedy" => ExtractorKind::Greedy,
+            "lp" if cfg!(feature = "lp") => ExtractorKind::Lp,
+            "lp" => {
+                return Err("extractor `lp` needs strata built with the cargo feature `lp` \
+                            (`--features strata-passes/lp`, which links the CBC library: \
+                            scripts/install-deps.sh --with-lp)"
+                    .into());
+            }
+            other => return Err(format!("unknown extractor `{other}`; the extractors are greedy, lp")),
+        };
         Ok(Eqsat {
             rules,
             iter_limit: usize::try_from(o.int("iter-limit")).unwrap_or(usize::MAX),
             node_limit: usize::try_from(o.int("node-limit")).unwrap_or(usize::MAX),
             target,
+            extractor,
         })
     }
 }
@@ -148,7 +182,13 @@ impl Eqsat {
         if let Some(c) = egraph.analysis.conflicts.first() {
             return Err(fail(format!("a rewrite broke typing ({c}); this is a bug in a rule")));
         }
-        let choice = choose(&egraph, &conv, self.target);
+        let choice = match self.extractor {
+            ExtractorKind::Greedy => choose(&egraph, &conv, self.target),
+            #[cfg(feature = "lp")]
+            ExtractorKind::Lp => extract_lp::choose_lp(&egraph, &conv.roots, self.target).map_err(fail)?,
+            #[cfg(not(feature = "lp"))]
+            ExtractorKind::Lp => return Err(fail("extractor `lp` needs the cargo feature `lp`".into())),
+        };
         if convert::unchanged(&egraph, &conv, &choice) {
             return Ok(false);
         }

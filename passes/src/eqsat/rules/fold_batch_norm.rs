@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | `batch-norm-to-scale-shift` | `batch_norm(x, s, b, m, v)`, all four constant | `add(mul(x, k), c)` with `k = s / sqrt(v + eps)`, `c = b - m·k` |
 
-use super::{add_const, add_inferred, attrs_of, constant, rule, typed_add, var};
+use super::{add_const, add_inferred, attrs_of, constant, rule_once, typed_add, var};
 use crate::eqsat::analysis::{Graph, GraphAnalysis};
 use crate::eqsat::lang::Node;
 use egg::{Id, Rewrite, Subst};
@@ -16,7 +16,7 @@ use strata_ir::{AttrData, TensorData};
 
 /// The rules.
 pub fn rules<'c>() -> Vec<Rewrite<Node, GraphAnalysis<'c>>> {
-    vec![rule("batch-norm-to-scale-shift", "(batch_norm ?x ?s ?b ?m ?v ?p)", scale_shift)]
+    vec![rule_once("batch-norm-to-scale-shift", "(batch_norm ?x ?s ?b ?m ?v ?p)", scale_shift)]
 }
 
 fn scale_shift(g: &mut Graph<'_>, class: Id, s: &Subst) -> Option<Id> {

@@ -17,6 +17,8 @@ pub mod param_redistribute;
 use super::analysis::{Graph, GraphAnalysis, dense_data, dict_entries, intern_dense};
 use super::lang::Node;
 use egg::{Applier, Id, Pattern, PatternAst, Rewrite, Subst, Symbol, Var};
+use std::collections::HashSet;
+use std::sync::Mutex;
 use strata_ir::{Attr, AttrData, ElemType, TensorData, TensorType, TypeData};
 
 pub use super::analysis::{add_inferred, typed_add};
@@ -26,7 +28,18 @@ pub use super::analysis::{add_inferred, typed_add};
 pub type Build = fn(&mut Graph<'_>, Id, &Subst) -> Option<Id>;
 
 /// An applier that runs a [`Build`] and unions its result, justified by the rule's name.
-pub struct BuildApplier(Build);
+pub struct BuildApplier {
+    build: Build,
+    once: Option<Once>,
+}
+
+/// For a rule made with [`rule_once`]: the pattern's variables, and the
+/// matches (matched class, then the variables' classes, all canonical) whose
+/// build already succeeded.
+struct Once {
+    vars: Vec<Var>,
+    done: Mutex<HashSet<Vec<Id>>>,
+}
 
 impl<'c> Applier<Node, GraphAnalysis<'c>> for BuildApplier {
     fn apply_one(
@@ -37,7 +50,20 @@ impl<'c> Applier<Node, GraphAnalysis<'c>> for BuildApplier {
         _searcher_ast: Option<&PatternAst<Node>>,
         rule_name: Symbol,
     ) -> Vec<Id> {
-        let Some(new) = (self.0)(egraph, eclass, subst) else { return Vec::new() };
+        let mut done = None;
+        if let Some(Once { vars, done: memo }) = &self.once {
+            let key: Vec<Id> =
+                std::iter::once(eclass).chain(vars.iter().map(|&v| subst[v])).map(|c| egraph.find(c)).collect();
+            let memo = memo.lock().expect("invariant: the memo lock is never poisoned");
+            if memo.contains(&key) {
+                return Vec::new();
+            }
+            done = Some((memo, key));
+        }
+        let Some(new) = (self.build)(egraph, eclass, subst) else { return Vec::new() };
+        if let Some((mut memo, key)) = done {
+            memo.insert(key);
+        }
         if egraph.union_trusted(eclass, new, rule_name) {
             egraph.analysis.log.push((rule_name, eclass));
             vec![eclass]
@@ -49,8 +75,22 @@ impl<'c> Applier<Node, GraphAnalysis<'c>> for BuildApplier {
 
 /// A rule: `name`, a pattern, and the function building the replacement.
 pub fn rule<'c>(name: &str, pattern: &str, build: Build) -> Rewrite<Node, GraphAnalysis<'c>> {
+    make_rule(name, pattern, build, false)
+}
+
+/// A rule whose build runs at most once per match. egg finds every match
+/// again on every iteration; a build that computes new constants (scaled
+/// weights) would redo that work each time. Only for builds whose result
+/// depends on nothing but the matched class and the bound classes' analysis
+/// data — not on the other nodes of a class, which grow between iterations.
+pub fn rule_once<'c>(name: &str, pattern: &str, build: Build) -> Rewrite<Node, GraphAnalysis<'c>> {
+    make_rule(name, pattern, build, true)
+}
+
+fn make_rule<'c>(name: &str, pattern: &str, build: Build, once: bool) -> Rewrite<Node, GraphAnalysis<'c>> {
     let pattern: Pattern<Node> = pattern.parse().unwrap_or_else(|e| panic!("invariant: rule {name} parses: {e}"));
-    Rewrite::new(name, pattern, BuildApplier(build)).unwrap_or_else(|e| panic!("invariant: rule {name}: {e}"))
+    let once = once.then(|| Once { vars: pattern.vars(), done: Mutex::default() });
+    Rewrite::new(name, pattern, BuildApplier { build, once }).unwrap_or_else(|e| panic!("invariant: rule {name}: {e}"))
 }
 
 /// The same rule for both operand orders of a commutative binary `head`:
@@ -65,6 +105,20 @@ pub fn rule_commuted<'c>(
     [
         rule(name, &format!("({head} {a} {b})"), build),
         rule(&format!("{name}-commuted"), &format!("({head} {b} {a})"), build),
+    ]
+}
+
+/// [`rule_commuted`] with [`rule_once`] rules.
+pub fn rule_commuted_once<'c>(
+    name: &str,
+    head: &str,
+    a: &str,
+    b: &str,
+    build: Build,
+) -> [Rewrite<Node, GraphAnalysis<'c>>; 2] {
+    [
+        rule_once(name, &format!("({head} {a} {b})"), build),
+        rule_once(&format!("{name}-commuted"), &format!("({head} {b} {a})"), build),
     ]
 }
 

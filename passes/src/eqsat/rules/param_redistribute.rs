@@ -9,18 +9,18 @@
 //! The convolution must have a single reader (else it would run twice).
 
 use super::{
-    add_const, attrs_of, constant, lookup, rule_commuted, single_reader, str_attr, tensor_type, typed_add, var,
+    add_const, attrs_of, constant, lookup, rule_commuted_once, single_reader, str_attr, tensor_type, typed_add, var,
 };
 use crate::eqsat::analysis::{Graph, GraphAnalysis};
 use crate::eqsat::lang::Node;
 use egg::{Id, Rewrite, Subst};
-use strata_ir::{Dim, TensorData};
+use strata_ir::{Dim, ElemType, TensorData};
 
 /// The rules.
 pub fn rules<'c>() -> Vec<Rewrite<Node, GraphAnalysis<'c>>> {
     let mut r = Vec::new();
-    r.extend(rule_commuted("conv-mul-channel", "mul", "(conv2d ?x ?w ?p)", "?k", conv_mul));
-    r.extend(rule_commuted("conv-bias-mul-channel", "mul", "(conv_bias ?x ?w ?b ?p)", "?k", conv_bias_mul));
+    r.extend(rule_commuted_once("conv-mul-channel", "mul", "(conv2d ?x ?w ?p)", "?k", conv_mul));
+    r.extend(rule_commuted_once("conv-bias-mul-channel", "mul", "(conv_bias ?x ?w ?b ?p)", "?k", conv_bias_mul));
     r
 }
 
@@ -40,6 +40,18 @@ fn scale_rows(w: &TensorData, k: &[f64]) -> Option<TensorData> {
         return None;
     }
     let per = w.len() / oc;
+    if w.elem() == ElemType::F32 {
+        // Fast path, bit-identical to the general one: w and k hold f32 values,
+        // so their f64 product is exact and rounds to the f32 product.
+        let mut bytes = Vec::with_capacity(w.bytes().len());
+        for (row, &f) in w.bytes().chunks_exact(4 * per).zip(k) {
+            let f = f as f32;
+            bytes.extend(
+                row.chunks_exact(4).flat_map(|x| (f32::from_le_bytes([x[0], x[1], x[2], x[3]]) * f).to_le_bytes()),
+            );
+        }
+        return TensorData::from_bytes(w.elem(), w.shape().to_vec(), bytes.into()).ok();
+    }
     let v: Vec<f64> = (0..w.len()).map(|i| w.get_real(i) * k[i / per]).collect();
     TensorData::from_reals(w.elem(), w.shape().to_vec(), &v).ok()
 }
