@@ -36,9 +36,14 @@ pub const INFERENCE_PIPELINE: &str =
     "canonicalize,cse,eqsat{rules=\"arith,fold-batch-norm,param-redistribute,param-fold\"},cse,dce";
 
 /// The passes the `enable_*` options select (MegEngine applies the same at
-/// graph compile time, which is what `strata run --enable-…` does): the fusion
-/// rule sets, then folding of the new constants; `None` when none is enabled.
+/// graph compile time, which is what `strata run --enable-…` does), in this
+/// order: the fusion rule sets (preprocess, conv + bias + nonlinearity, `z`),
+/// the f16 conversion, then the layout conversion (fusion, channel padding,
+/// NCHWxx, relayout cancellation, weight folding). Fusion runs before the
+/// layout conversion because `eqsat` leaves functions with layout ops alone.
+/// `None` when no option is enabled.
 pub fn option_pipeline(options: &InferenceOptions) -> Option<String> {
+    let mut parts = Vec::new();
     let mut sets = Vec::new();
     if options.enable_fuse_preprocess {
         sets.push("fuse-preprocess");
@@ -49,11 +54,31 @@ pub fn option_pipeline(options: &InferenceOptions) -> Option<String> {
     if options.enable_fuse_conv_bias_with_z {
         sets.push("fuse-conv-bias-with-z");
     }
-    if sets.is_empty() {
-        return None;
+    let block = match options.layout().ok().flatten() {
+        Some(LayoutOption::Nchw88) => Some(8),
+        Some(LayoutOption::Nchw44) => Some(4),
+        _ => None,
+    };
+    if block.is_some() && !sets.contains(&"fuse-conv-bias-nonlinearity") {
+        sets.push("fuse-conv-bias-nonlinearity");
     }
-    sets.push("param-fold");
-    Some(format!("eqsat{{rules=\"{}\"}},dce", sets.join(",")))
+    if !sets.is_empty() {
+        sets.push("param-fold");
+        parts.push(format!("eqsat{{rules=\"{}\"}},dce", sets.join(",")));
+    }
+    if options.enable_io16xc32 {
+        parts.push("f16-io-f32-comp,canonicalize,dce".into());
+    }
+    if options.enable_ioc16 {
+        parts.push("f16-io-comp,canonicalize,dce".into());
+    }
+    if let Some(p) = block {
+        parts.push(format!(
+            "padding-channel{{block={p}}},nchwxx{{block={p}}},cancel-relayouts,canonicalize{{max-fold-elements={}}},dce",
+            1usize << 26
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join(","))
 }
 
 /// The pipeline of `optimize_for_inference` with `options`: [`INFERENCE_PIPELINE`],
