@@ -45,28 +45,31 @@ pub fn random_inputs(ctx: &Context, module: OpId, name: &str, seed: u64) -> Resu
 
 /// Compares two output lists; describes the first difference.
 pub fn compare(expected: &[TensorData], actual: &[TensorData]) -> Result<(), String> {
-    if expected.len() != actual.len() {
-        return Err(format!("{} outputs became {}", expected.len(), actual.len()));
-    }
-    for (k, (e, a)) in expected.iter().zip(actual).enumerate() {
-        if e.elem() != a.elem() || e.shape() != a.shape() {
-            return Err(format!("output #{k}: {}{:?} became {}{:?}", e.elem(), e.shape(), a.elem(), a.shape()));
-        }
-        for i in 0..e.len() {
-            let (x, y) = (e.get_f64(i), a.get_f64(i));
-            let same = (x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= ATOL + RTOL * x.abs();
-            if !same {
-                return Err(format!("output #{k} element {i}: expected {x}, got {y}"));
-            }
-        }
-    }
-    Ok(())
+    compare_by(expected, actual, TensorData::get_f64, |x, y| {
+        let same = (x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= ATOL + RTOL * x.abs();
+        (!same).then(String::new)
+    })
 }
 
 /// Compares two output lists with MegEngine's AssertEqual measure: every
 /// element must have `|e - a| / max(min(|e|, |a|), 1) <= max_err` (NaN matches
 /// NaN). For passes that change precision, such as the f16 passes.
 pub fn compare_within(expected: &[TensorData], actual: &[TensorData], max_err: f64) -> Result<(), String> {
+    compare_by(expected, actual, TensorData::get_real, |x, y| {
+        let err = (x - y).abs() / x.abs().min(y.abs()).max(1.0);
+        let same = (x.is_nan() && y.is_nan()) || x == y || err <= max_err;
+        (!same).then(|| format!(" (error {err:.3e} > {max_err:e})"))
+    })
+}
+
+/// Compares element by element (values read with `get`); `differ(expected,
+/// actual)` returns a note when they differ.
+fn compare_by(
+    expected: &[TensorData],
+    actual: &[TensorData],
+    get: fn(&TensorData, usize) -> f64,
+    differ: impl Fn(f64, f64) -> Option<String>,
+) -> Result<(), String> {
     if expected.len() != actual.len() {
         return Err(format!("{} outputs became {}", expected.len(), actual.len()));
     }
@@ -75,10 +78,9 @@ pub fn compare_within(expected: &[TensorData], actual: &[TensorData], max_err: f
             return Err(format!("output #{k}: {}{:?} became {}{:?}", e.elem(), e.shape(), a.elem(), a.shape()));
         }
         for i in 0..e.len() {
-            let (x, y) = (e.get_real(i), a.get_real(i));
-            let err = (x - y).abs() / x.abs().min(y.abs()).max(1.0);
-            if !((x.is_nan() && y.is_nan()) || x == y || err <= max_err) {
-                return Err(format!("output #{k} element {i}: expected {x}, got {y} (error {err:.3e} > {max_err:e})"));
+            let (x, y) = (get(e, i), get(a, i));
+            if let Some(note) = differ(x, y) {
+                return Err(format!("output #{k} element {i}: expected {x}, got {y}{note}"));
             }
         }
     }

@@ -5,7 +5,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{ArgAction, Args};
 use std::path::PathBuf;
 use strata::runtime::format::DumpFormat;
-use strata::{DumpOptions, DumpResult, InferenceOptions, Tensor, TraceOptions, trace, zoo};
+use strata::{DumpOptions, DumpResult, Tensor, TraceOptions, trace, zoo};
 
 #[derive(Debug, Args)]
 pub struct DumpArgs {
@@ -89,45 +89,8 @@ pub struct DumpArgs {
     /// Version of the op set to write (FBS_V2 only).
     #[arg(long, default_value_t = strata::dump::MODEL_VERSION)]
     model_version: u32,
-    /// f16 inputs/outputs, f32 computation.
-    #[arg(long)]
-    enable_io16xc32: bool,
-    /// f16 inputs, outputs and computation.
-    #[arg(long)]
-    enable_ioc16: bool,
-    /// NHWCD4 layout.
-    #[arg(long)]
-    enable_hwcd4: bool,
-    /// NCHW88 layout (x86).
-    #[arg(long)]
-    enable_nchw88: bool,
-    /// NCHW44 layout (ARM).
-    #[arg(long)]
-    enable_nchw44: bool,
-    /// NCHW44 layout for dot-product instructions.
-    #[arg(long)]
-    enable_nchw44_dot: bool,
-    /// NCHW4 layout.
-    #[arg(long)]
-    enable_nchw4: bool,
-    /// NCHW32 layout.
-    #[arg(long)]
-    enable_nchw32: bool,
-    /// CHWN4 layout.
-    #[arg(long)]
-    enable_chwn4: bool,
-    /// NCHW64 layout.
-    #[arg(long)]
-    enable_nchw64: bool,
-    /// Fuse conv + bias + nonlinearity.
-    #[arg(long)]
-    enable_fuse_conv_bias_nonlinearity: bool,
-    /// Fuse conv_bias + z.
-    #[arg(long)]
-    enable_fuse_conv_bias_with_z: bool,
-    /// Fuse the uint8 preprocessing chain.
-    #[arg(long)]
-    enable_fuse_preprocess: bool,
+    #[command(flatten)]
+    inference: super::InferenceFlags,
     /// Print the dump result as JSON.
     #[arg(long)]
     json: bool,
@@ -143,21 +106,6 @@ fn parse_format(s: &str) -> Result<DumpFormat, String> {
 
 impl DumpArgs {
     fn options(&self) -> Result<DumpOptions> {
-        let kwargs = [
-            ("enable_io16xc32", self.enable_io16xc32),
-            ("enable_ioc16", self.enable_ioc16),
-            ("enable_hwcd4", self.enable_hwcd4),
-            ("enable_nchw88", self.enable_nchw88),
-            ("enable_nchw44", self.enable_nchw44),
-            ("enable_nchw44_dot", self.enable_nchw44_dot),
-            ("enable_nchw4", self.enable_nchw4),
-            ("enable_nchw32", self.enable_nchw32),
-            ("enable_chwn4", self.enable_chwn4),
-            ("enable_nchw64", self.enable_nchw64),
-            ("enable_fuse_conv_bias_nonlinearity", self.enable_fuse_conv_bias_nonlinearity),
-            ("enable_fuse_conv_bias_with_z", self.enable_fuse_conv_bias_with_z),
-            ("enable_fuse_preprocess", self.enable_fuse_preprocess),
-        ];
         Ok(DumpOptions {
             arg_names: self.arg_names.clone(),
             output_names: self.output_names.clone(),
@@ -181,7 +129,7 @@ impl DumpArgs {
             input_transform: self.input_transform.clone(),
             dump_format: self.dump_format,
             model_version: self.model_version,
-            inference: InferenceOptions::from_kwargs(kwargs)?,
+            inference: self.inference.options()?,
         })
     }
 }

@@ -36,6 +36,73 @@ enum Command {
     Run(run::RunArgs),
 }
 
+/// MegEngine's inference options as flags (`strata dump` and `strata run`).
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Inference options (layouts other than nchw88/nchw44: not supported yet)")]
+pub struct InferenceFlags {
+    /// f16 inputs and outputs, f32 computation.
+    #[arg(long)]
+    enable_io16xc32: bool,
+    /// f16 inputs, outputs and computation.
+    #[arg(long)]
+    enable_ioc16: bool,
+    /// Convert to the NHWCD4 layout.
+    #[arg(long)]
+    enable_hwcd4: bool,
+    /// Convert to the NCHW88 layout (x86 AVX).
+    #[arg(long)]
+    enable_nchw88: bool,
+    /// Convert to the NCHW44 layout (ARM NEON).
+    #[arg(long)]
+    enable_nchw44: bool,
+    /// Convert to the NCHW44 layout for int8 dot-product kernels.
+    #[arg(long)]
+    enable_nchw44_dot: bool,
+    /// Convert to the NCHW4 layout.
+    #[arg(long)]
+    enable_nchw4: bool,
+    /// Convert to the NCHW32 layout.
+    #[arg(long)]
+    enable_nchw32: bool,
+    /// Convert to the CHWN4 layout.
+    #[arg(long)]
+    enable_chwn4: bool,
+    /// Convert to the NCHW64 layout.
+    #[arg(long)]
+    enable_nchw64: bool,
+    /// Fuse conv, bias and nonlinearity.
+    #[arg(long)]
+    enable_fuse_conv_bias_nonlinearity: bool,
+    /// Fuse conv_bias with a following same-shape add (`z`).
+    #[arg(long)]
+    enable_fuse_conv_bias_with_z: bool,
+    /// Fuse the uint8 input preprocessing chain.
+    #[arg(long)]
+    enable_fuse_preprocess: bool,
+}
+
+impl InferenceFlags {
+    /// The flags as MegEngine's keyword arguments (not yet validated).
+    pub fn options(&self) -> anyhow::Result<strata::InferenceOptions> {
+        let kwargs = [
+            ("enable_io16xc32", self.enable_io16xc32),
+            ("enable_ioc16", self.enable_ioc16),
+            ("enable_hwcd4", self.enable_hwcd4),
+            ("enable_nchw88", self.enable_nchw88),
+            ("enable_nchw44", self.enable_nchw44),
+            ("enable_nchw44_dot", self.enable_nchw44_dot),
+            ("enable_nchw4", self.enable_nchw4),
+            ("enable_nchw32", self.enable_nchw32),
+            ("enable_chwn4", self.enable_chwn4),
+            ("enable_nchw64", self.enable_nchw64),
+            ("enable_fuse_conv_bias_nonlinearity", self.enable_fuse_conv_bias_nonlinearity),
+            ("enable_fuse_conv_bias_with_z", self.enable_fuse_conv_bias_with_z),
+            ("enable_fuse_preprocess", self.enable_fuse_preprocess),
+        ];
+        Ok(strata::InferenceOptions::from_kwargs(kwargs)?)
+    }
+}
+
 /// Printing flags shared by the commands that print IR.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PrintArgs {

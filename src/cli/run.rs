@@ -68,83 +68,18 @@ pub struct RunArgs {
     model_index: usize,
     /// Graph options MegEngine applies at load time.
     #[command(flatten)]
-    load: LoadOptions,
+    load: super::InferenceFlags,
 }
 
-/// load_and_run's layout, dtype and fusion options, applied after loading.
-/// The fusion options run their rule sets; the layout and f16 ones are errors
-/// naming them until their passes exist, never ignored.
-#[derive(Debug, Args)]
-#[command(next_help_heading = "Load-time graph options (layouts and f16: not supported yet)")]
-struct LoadOptions {
-    /// Convert to the NCHW88 layout (x86 AVX).
-    #[arg(long)]
-    enable_nchw88: bool,
-    /// Convert to the NCHW44 layout (ARM NEON).
-    #[arg(long)]
-    enable_nchw44: bool,
-    /// Convert to the NCHW44 layout for int8 dot-product kernels.
-    #[arg(long)]
-    enable_nchw44_dot: bool,
-    /// Convert to the NCHW4 layout.
-    #[arg(long)]
-    enable_nchw4: bool,
-    /// Convert to the NCHW32 layout.
-    #[arg(long)]
-    enable_nchw32: bool,
-    /// Convert to the CHWN4 layout.
-    #[arg(long)]
-    enable_chwn4: bool,
-    /// Convert to the NCHW64 layout.
-    #[arg(long)]
-    enable_nchw64: bool,
-    /// Convert to the NHWCD4 layout.
-    #[arg(long)]
-    enable_hwcd4: bool,
-    /// f16 inputs and outputs, f32 computation.
-    #[arg(long)]
-    enable_io16xc32: bool,
-    /// f16 inputs, outputs and computation.
-    #[arg(long)]
-    enable_ioc16: bool,
-    /// Fuse conv, bias and nonlinearity.
-    #[arg(long)]
-    enable_fuse_conv_bias_nonlinearity: bool,
-    /// Fuse conv-bias with a following add (`z`).
-    #[arg(long)]
-    enable_fuse_conv_bias_with_z: bool,
-    /// Fuse input preprocessing into the first conv.
-    #[arg(long)]
-    enable_fuse_preprocess: bool,
-}
-
-impl LoadOptions {
-    /// An error for the first option given: none is implemented yet.
-    /// The options as MegEngine's keyword arguments; layout and f16 options,
-    /// whose passes do not exist yet, are errors naming the flag.
-    fn inference(&self) -> Result<strata::InferenceOptions> {
-        let kwargs = [
-            ("enable_nchw88", self.enable_nchw88),
-            ("enable_nchw44", self.enable_nchw44),
-            ("enable_nchw44_dot", self.enable_nchw44_dot),
-            ("enable_nchw4", self.enable_nchw4),
-            ("enable_nchw32", self.enable_nchw32),
-            ("enable_chwn4", self.enable_chwn4),
-            ("enable_nchw64", self.enable_nchw64),
-            ("enable_hwcd4", self.enable_hwcd4),
-            ("enable_io16xc32", self.enable_io16xc32),
-            ("enable_ioc16", self.enable_ioc16),
-            ("enable_fuse_conv_bias_nonlinearity", self.enable_fuse_conv_bias_nonlinearity),
-            ("enable_fuse_conv_bias_with_z", self.enable_fuse_conv_bias_with_z),
-            ("enable_fuse_preprocess", self.enable_fuse_preprocess),
-        ];
-        let options = strata::InferenceOptions::from_kwargs(kwargs)?;
-        options.validate().map_err(|e| {
-            let flag = options.enabled().into_iter().find(|n| e.to_string().contains(n)).unwrap_or_default();
-            anyhow::anyhow!("`--{}`: {e}", flag.replace('_', "-"))
-        })?;
-        Ok(options)
-    }
+/// Validates load_and_run's layout, dtype and fusion flags: a flag whose pass
+/// does not exist yet is an error naming it, never ignored.
+fn load_options(flags: &super::InferenceFlags) -> Result<strata::InferenceOptions> {
+    let options = flags.options()?;
+    options.validate().map_err(|e| {
+        let flag = options.enabled().into_iter().find(|n| e.to_string().contains(n)).unwrap_or_default();
+        anyhow::anyhow!("`--{}`: {e}", flag.replace('_', "-"))
+    })?;
+    Ok(options)
 }
 
 /// One test: inputs in signature order, and the embedded testcase whose
@@ -250,7 +185,7 @@ impl Stats {
 
 /// Runs `strata run`.
 pub fn run(args: RunArgs) -> Result<()> {
-    let inference = args.load.inference()?;
+    let inference = load_options(&args.load)?;
     let root = info_span!("strata_run", file = %args.file.display());
     let _root = root.enter();
 

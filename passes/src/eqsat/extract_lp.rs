@@ -109,18 +109,7 @@ mod tests {
 
     /// The greedy choice for every class reachable from `roots` (as the pass makes it).
     fn choose_greedy(egraph: &Graph<'_>, roots: &[Id], target: Target) -> HashMap<Id, Node> {
-        let extractor = Extractor::new(egraph, KernelCost::new(egraph, target));
-        let mut choice = HashMap::new();
-        let mut stack: Vec<Id> = roots.iter().map(|&r| egraph.find(r)).collect();
-        while let Some(c) = stack.pop() {
-            if choice.contains_key(&c) {
-                continue;
-            }
-            let node = extractor.find_best_node(c).clone();
-            stack.extend(node.children().iter().map(|&x| egraph.find(x)));
-            choice.insert(c, node);
-        }
-        choice
+        crate::eqsat::choose(egraph, roots, target)
     }
 
     /// What a choice costs when every chosen node runs once.

@@ -183,7 +183,7 @@ impl Eqsat {
             return Err(fail(format!("a rewrite broke typing ({c}); this is a bug in a rule")));
         }
         let choice = match self.extractor {
-            ExtractorKind::Greedy => choose(&egraph, &conv, self.target),
+            ExtractorKind::Greedy => choose(&egraph, &conv.roots, self.target),
             #[cfg(feature = "lp")]
             ExtractorKind::Lp => extract_lp::choose_lp(&egraph, &conv.roots, self.target).map_err(fail)?,
             #[cfg(not(feature = "lp"))]
@@ -204,11 +204,11 @@ fn fail(message: String) -> PassError {
     PassError::Failed { pass: "eqsat".into(), message }
 }
 
-/// The cheapest node of every class reachable from the roots.
-fn choose(egraph: &Graph<'_>, conv: &convert::Converted, target: cost::Target) -> HashMap<Id, Node> {
+/// The cheapest node (greedy, tree cost) of every class reachable from `roots`.
+pub(crate) fn choose(egraph: &Graph<'_>, roots: &[Id], target: cost::Target) -> HashMap<Id, Node> {
     let extractor = Extractor::new(egraph, cost::KernelCost::new(egraph, target));
     let mut choice = HashMap::new();
-    let mut stack: Vec<Id> = conv.roots.iter().map(|&r| egraph.find(r)).collect();
+    let mut stack: Vec<Id> = roots.iter().map(|&r| egraph.find(r)).collect();
     while let Some(c) = stack.pop() {
         if choice.contains_key(&c) {
             continue;
