@@ -236,10 +236,7 @@ fn errors_are_reported_not_panics() {
         (vec![p, "--input", "data:/no/such/file.npy"], "cannot read /no/such/file.npy"),
         (vec![missing.to_str().unwrap()], "cannot read"),
         (vec![junk.to_str().unwrap()], "loading model"),
-        (
-            vec![p, "--enable-nchw4"],
-            "`--enable-nchw4`: not supported yet: enable_nchw4: its conversion pass is not built yet",
-        ),
+        (vec![p, "--enable-nchw64"], "`--enable-nchw64`: not supported yet: enable_nchw64: NCHW64 is the int4 layout"),
         (vec![p, "--enable-nchw44", "--enable-nchw88"], "only one layout option"),
     ];
     for (args, want) in cases {

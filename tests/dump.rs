@@ -260,8 +260,8 @@ fn validation_errors_match_megengine_s() {
     check(DumpOptions { arg_names: Some(vec!["a".into(), "b".into()]), ..Default::default() }, "arg_names has 2 names");
     check(DumpOptions { output_names: Some(vec![]), ..Default::default() }, "output_names has 0 names");
     let mut o = DumpOptions::default();
-    o.inference.enable_nchw32 = true;
-    check(o, "enable_nchw32");
+    o.inference.enable_nchw64 = true;
+    check(o, "enable_nchw64");
     assert!(
         strata::InferenceOptions::from_kwargs([("enable_warp", true)])
             .unwrap_err()
@@ -342,7 +342,8 @@ fn cli_dump_then_info() {
 
     for (args, needle) in [
         (vec!["dump", "nope", "-o", p], "neither a zoo model"),
-        (vec!["dump", "mlp", "-o", p, "--enable-chwn4"], "enable_chwn4"),
+        (vec!["dump", "mlp", "-o", p, "--enable-nchw64"], "enable_nchw64"),
+        (vec!["dump", "lenet", "-o", p, "--enable-nchw4"], "does not apply"),
         (vec!["dump", "mlp", "-o", p, "--dump-format", "FBS_V3"], "unknown dump format"),
         (vec!["dump", "mlp", "-o", p, "--keep-var-name", "5"], "keep_var_name"),
         (vec!["dump", "mlp", "-o", p, "--silent"], "no input_data"),
@@ -442,9 +443,11 @@ fn traced_small(name: &str) -> Traced<Forward> {
 fn layout_and_f16_dumps_pass_their_testcases() {
     let dir = TempDir::new("layouts");
     // (option, maxerr, an op the dumped graph must contain)
-    let options: [(&str, f64, &str); 4] = [
+    let options: [(&str, f64, &str); 6] = [
         ("enable_nchw88", 1e-4, "layout.conv_bias"),
         ("enable_nchw44", 1e-4, "layout.conv_bias"),
+        ("enable_nchw44_dot", 1e-4, "layout.conv_bias"),
+        ("enable_hwcd4", 1e-4, "layout.conv_bias"),
         ("enable_io16xc32", 1e-2, "graph.typecvt"),
         ("enable_ioc16", 1e-2, "graph.typecvt"),
     ];

@@ -38,7 +38,7 @@ enum Command {
 
 /// MegEngine's inference options as flags (`strata dump` and `strata run`).
 #[derive(Debug, Clone, clap::Args)]
-#[command(next_help_heading = "Inference options (layouts other than nchw88/nchw44: not supported yet)")]
+#[command(next_help_heading = "Inference options")]
 pub struct InferenceFlags {
     /// f16 inputs and outputs, f32 computation.
     #[arg(long)]
@@ -67,7 +67,7 @@ pub struct InferenceFlags {
     /// Convert to the CHWN4 layout.
     #[arg(long)]
     enable_chwn4: bool,
-    /// Convert to the NCHW64 layout.
+    /// Convert to the NCHW64 layout (int4: not supported).
     #[arg(long)]
     enable_nchw64: bool,
     /// Fuse conv, bias and nonlinearity.

@@ -54,12 +54,8 @@ pub fn option_pipeline(options: &InferenceOptions) -> Option<String> {
     if options.enable_fuse_conv_bias_with_z {
         sets.push("fuse-conv-bias-with-z");
     }
-    let block = match options.layout().ok().flatten() {
-        Some(LayoutOption::Nchw88) => Some(8),
-        Some(LayoutOption::Nchw44) => Some(4),
-        _ => None,
-    };
-    if block.is_some() && !sets.contains(&"fuse-conv-bias-nonlinearity") {
+    let layout = options.layout().ok().flatten();
+    if layout.is_some() && !sets.contains(&"fuse-conv-bias-nonlinearity") {
         sets.push("fuse-conv-bias-nonlinearity");
     }
     if !sets.is_empty() {
@@ -72,9 +68,24 @@ pub fn option_pipeline(options: &InferenceOptions) -> Option<String> {
     if options.enable_ioc16 {
         parts.push("f16-io-comp,canonicalize,dce".into());
     }
-    if let Some(p) = block {
+    if let Some(layout) = layout {
+        // Channel padding for the layouts with a float block; the int8 GPU
+        // layouts convert what meets their preconditions as it is.
+        let (padding, name) = match layout {
+            LayoutOption::Nchw88 => (Some(8), "nchw88"),
+            LayoutOption::Nchw44 => (Some(4), "nchw44"),
+            LayoutOption::Nchw44Dot => (Some(4), "nchw44_dot"),
+            LayoutOption::Nhwcd4 => (Some(4), "nhwcd4"),
+            LayoutOption::Nchw4 => (None, "nchw4"),
+            LayoutOption::Nchw32 => (None, "nchw32"),
+            LayoutOption::Chwn4 => (None, "chwn4"),
+            LayoutOption::Nchw64 => (None, "nchw64"),
+        };
+        if let Some(p) = padding {
+            parts.push(format!("padding-channel{{block={p}}}"));
+        }
         parts.push(format!(
-            "padding-channel{{block={p}}},nchwxx{{block={p}}},cancel-relayouts,canonicalize{{max-fold-elements={}}},dce",
+            "nchwxx{{layout={name}}},cancel-relayouts,canonicalize{{max-fold-elements={}}},dce",
             1usize << 26
         ));
     }

@@ -218,14 +218,14 @@ type Field = fn(&mut InferenceOptions) -> &mut bool;
 const FIELDS: [(&str, Field, &str); 13] = [
     ("enable_io16xc32", |o| &mut o.enable_io16xc32, ""),
     ("enable_ioc16", |o| &mut o.enable_ioc16, ""),
-    ("enable_hwcd4", |o| &mut o.enable_hwcd4, "its conversion pass is not built yet (nchw88 and nchw44 are)"),
+    ("enable_hwcd4", |o| &mut o.enable_hwcd4, ""),
     ("enable_nchw88", |o| &mut o.enable_nchw88, ""),
     ("enable_nchw44", |o| &mut o.enable_nchw44, ""),
-    ("enable_nchw44_dot", |o| &mut o.enable_nchw44_dot, "its conversion pass is not built yet (nchw88 and nchw44 are)"),
-    ("enable_nchw4", |o| &mut o.enable_nchw4, "its conversion pass is not built yet (nchw88 and nchw44 are)"),
-    ("enable_nchw32", |o| &mut o.enable_nchw32, "its conversion pass is not built yet (nchw88 and nchw44 are)"),
-    ("enable_chwn4", |o| &mut o.enable_chwn4, "its conversion pass is not built yet (nchw88 and nchw44 are)"),
-    ("enable_nchw64", |o| &mut o.enable_nchw64, "its conversion pass is not built yet (nchw88 and nchw44 are)"),
+    ("enable_nchw44_dot", |o| &mut o.enable_nchw44_dot, ""),
+    ("enable_nchw4", |o| &mut o.enable_nchw4, ""),
+    ("enable_nchw32", |o| &mut o.enable_nchw32, ""),
+    ("enable_chwn4", |o| &mut o.enable_chwn4, ""),
+    ("enable_nchw64", |o| &mut o.enable_nchw64, "NCHW64 is the int4 layout and strata has no 4-bit element type"),
     ("enable_fuse_conv_bias_nonlinearity", |o| &mut o.enable_fuse_conv_bias_nonlinearity, ""),
     ("enable_fuse_conv_bias_with_z", |o| &mut o.enable_fuse_conv_bias_with_z, ""),
     ("enable_fuse_preprocess", |o| &mut o.enable_fuse_preprocess, ""),
@@ -349,10 +349,10 @@ mod tests {
         check(DumpOptions { silent: true, ..Default::default() }, "silent");
         check(DumpOptions { user_info: Some(vec![1]), enable_metadata: false, ..Default::default() }, "metadata");
         let mut o = DumpOptions { optimize_for_inference: false, ..Default::default() };
-        o.inference.enable_nchw4 = true;
+        o.inference.enable_nchw64 = true;
         check(o.clone(), "needs optimize_for_inference");
         o.optimize_for_inference = true;
-        assert!(matches!(o.validate(), Err(Error::Unsupported(m)) if m.contains("enable_nchw4")));
+        assert!(matches!(o.validate(), Err(Error::Unsupported(m)) if m.contains("enable_nchw64")));
     }
 
     #[test]

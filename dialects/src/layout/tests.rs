@@ -201,3 +201,38 @@ fn verifier_errors_name_the_problem() {
     );
     assert!(e.contains("must have a blocked layout"), "{e}");
 }
+
+#[test]
+fn quantised_dot_conv_is_bit_identical_and_keeps_scales() {
+    use strata_ir::{ElemType, QScale};
+    // qs8 input and weight, qs32<sx·sw> bias, requantised to qs8 through the
+    // `dot` weight format and #nchw44_dot activations.
+    let attrs =
+        r#"dilation = [1, 1], group = 1, nonlinearity = "relu", out_dtype = qs8<0.5>, pad = [1, 1], stride = [1, 1]"#;
+    let (x, w, b, out) = (
+        "tensor<1x8x3x3xqs8<0.5>>",
+        "tensor<4x8x3x3xqs8<0.25>>",
+        "tensor<1x4x1x1xqs32<0.125>>",
+        "tensor<1x4x3x3xqs8<0.5>>",
+    );
+    let body = format!(
+        r#"  %xb = layout.relayout(%x) {{to = #nchw44_dot}} : ({x}) -> tensor<1x2x3x3x4xqs8<0.5>, #nchw44_dot>
+  %wb = layout.weight(%w) {{block = 4, format = "dot"}} : ({w}) -> tensor<1x2x3x3x4x4xqs8<0.25>>
+  %bb = layout.relayout(%b) {{to = #nchw44_dot}} : ({b}) -> tensor<1x1x1x1x4xqs32<0.125>, #nchw44_dot>
+  %y = layout.conv_bias(%xb, %wb, %bb) {{{attrs}, format = #nchw44_dot, weight_format = "dot"}} : (tensor<1x2x3x3x4xqs8<0.5>, #nchw44_dot>, tensor<1x2x3x3x4x4xqs8<0.25>>, tensor<1x1x1x1x4xqs32<0.125>, #nchw44_dot>) -> tensor<1x1x3x3x4xqs8<0.5>, #nchw44_dot>
+  %yn = layout.relayout(%y) {{to = #nchw}} : (tensor<1x1x3x3x4xqs8<0.5>, #nchw44_dot>) -> {out}"#
+    );
+    let src = conv_pair(x, w, b, out, attrs, &body, "%yn");
+    let (sx, sw) = (ElemType::QS8(QScale::new(0.5)), ElemType::QS8(QScale::new(0.25)));
+    let inputs = [
+        TensorData::random_uniform(sx, vec![1, 8, 3, 3], -20.0, 20.0, 1).unwrap(),
+        TensorData::random_uniform(sw, vec![4, 8, 3, 3], -20.0, 20.0, 2).unwrap(),
+        TensorData::random_uniform(ElemType::QS32(QScale::new(0.125)), vec![1, 4, 1, 1], -100.0, 100.0, 3).unwrap(),
+    ];
+    let r = run(&src, &inputs);
+    assert_eq!(r[0].elem(), ElemType::QS8(QScale::new(0.5)));
+    assert_eq!(r[0], r[1], "the dot path must be bit-identical to NCHW");
+    // Not all zero or saturated: the check is meaningful.
+    let v = r[0].to_f64_vec();
+    assert!(v.iter().any(|&q| q != 0.0 && q.abs() < 127.0), "{v:?}");
+}

@@ -1,42 +1,59 @@
-//! `nchwxx` — convert convolutions and the ops around them to NCHW88 (`block=8`)
-//! or NCHW44 (`block=4`), following MegEngine's `EnableNchwxxPass`.
+//! `nchwxx` — convert convolutions and the ops around them to a blocked layout:
+//! NCHW88 / NCHW44 (MegEngine's `EnableNchwxxPass`), NCHW44_DOT
+//! (`EnableNchw44DotPass`), and the GPU layouts NCHW4, NCHW32, CHWN4, NHWCD4
+//! (run on CPU through the reference evaluator); NCHW64 is refused.
 //!
 //! Expects: a verified graph-level module (conv + bias + nonlinearity already
-//! fused into `graph.conv_bias`; run `padding-channel` first to make more
-//! convolutions convertible). Produces: blocked activations `[N, C/P, H, W, P]`
-//! with `layout.*` ops, `layout.relayout` where a value changes layout, packed
-//! weights as `layout.weight` of the original weight (a constant weight folds
-//! into a constant with `canonicalize`; the bias relayout folds likewise).
+//! fused into `graph.conv_bias`; run `padding-channel` first to make more float
+//! convolutions convertible). Produces: blocked activations with `layout.*`
+//! ops, `layout.relayout` where a value changes layout, packed weights as
+//! `layout.weight` of the original weight (a constant weight folds into a
+//! constant with `canonicalize`; the bias relayout folds likewise).
 //!
-//! Per `graph.conv_bias` (float element types only; quantised convolutions stay NCHW):
-//! - group 1, `IC % P == 0` and `OC % P == 0`: `dense` weights, blocked input;
-//! - group 1, `IC < P`, `OC % P == 0` and MegEngine's hybrid conditions (NCHW88:
-//!   no dilation; NCHW44: square 2/3/5/7 kernel, equal stride 1 or 2, no
-//!   dilation, nonlinearity identity/relu/h_swish): `hybrid` weights, the input
-//!   stays NCHW, the output is blocked (the first layer of a network);
-//! - group `G > 1` with one input and output channel per group and `G % P == 0`:
-//!   `channelwise`; else with `ICPG % P == 0` and `OCPG % P == 0`: `group`;
-//! - otherwise it stays NCHW (its blocked inputs are relayouted back).
+//! Options: `layout` (`nchw88`, `nchw44`, `nchw44_dot`, `nchw4`, `nchw32`,
+//! `chwn4`, `nchw64`, `nhwcd4`) or, for NCHW88/NCHW44, `block` (8 or 4). With
+//! neither, NCHW88. A `block` that contradicts `layout` is an error.
+//!
+//! Per `graph.conv_bias` (`P` the block; "kernel ok" = MegEngine's hybrid
+//! conditions: NCHW88 no dilation; NCHW44 square 2/3/5/7 kernel, equal stride 1
+//! or 2, no dilation, nonlinearity identity/relu/h_swish; int8 also 1x1 with stride 1):
+//!
+//! | layout | converted | weight formats (activation layout) |
+//! |---|---|---|
+//! | `nchw88`, `nchw44` | float | `dense` (`IC % P == 0`, `OC % P == 0`), `hybrid` (`IC < P`, kernel ok), `channelwise` (`ICPG = OCPG = 1`, `G % P == 0`), `group` (`ICPG`, `OCPG` % P == 0) |
+//! | `nchw44_dot` | qs8 and float | qs8: `dot`, `hybrid`, `group_dot` in `#nchw44_dot`, `channelwise` in `#nchw44`; float: as `nchw44` |
+//! | `nchw4`, `nchw32`, `chwn4` | qs8, group 1, `IC % P == 0` and `OC % P == 0` | `dense` with block 4 / 32 / 4 (MegEngine's GPU filter layouts are not mirrored); `nchw32` falls back to `#nchw4` for convs with only `% 4` (MegEngine runs NCHW4 first) |
+//! | `nhwcd4` | float (no hybrid form) | `dense`, `channelwise`, `group` with block 4 (`#nhwcd4`) |
+//! | `nchw64` | nothing: refused (MegEngine's int4 layout; strata has no 4-bit type) | — |
+//!
+//! Every other convolution stays NCHW (with a remark; its blocked inputs are
+//! relayouted back). NCHW4 / NCHW32 / CHWN4 / NHWCD4 **refuse** (a pass error
+//! naming the precondition) a module that has convolutions but none that meets
+//! the layout's precondition (e.g. `nchw4` on a float model), instead of
+//! silently changing nothing; `layout=nchw64` is an option error. Int8 convolutions with `OC % P != 0` are not
+//! padded (`padding-channel` pads float convolutions only).
 //!
 //! A `conv_bias` with `z` is converted too (MegEngine asserts instead): `z` is
 //! added elementwise in the same layout, so relayouting it keeps the meaning.
+//! NCHW44 and NCHW44_DOT store alike, so a relayout between them (a channel-wise
+//! int8 conv between dot convs) moves no data.
 //!
 //! Other ops: `pooling`, `global_avg_pool`, `adaptive_pooling`, `resize` become
-//! their `layout.*` form when their input is blocked; `elemwise`, `typecvt`,
-//! `concat` run blocked when some operand is blocked and every rank-4 operand
-//! has `C % P == 0` (one-element operands stay plain; any other operand keeps
-//! the op in NCHW); `reduce` runs blocked over H or W with `keepdim`; every
+//! their `layout.*` form when their input is blocked (keeping its layout);
+//! `elemwise`, `typecvt`, `concat` run blocked (in the layout of their first
+//! blocked operand) when every rank-4 operand has `C % P == 0` (one-element
+//! operands stay plain; any other operand keeps the op in NCHW; concat's axis
+//! is mapped to the stored axis); `reduce` runs blocked over H or W with
+//! `keepdim` (axis mapped likewise); every
 //! other op reads NCHW. Each converted result gets a relayout back to NCHW for
 //! the readers that need it (and for the function's results), so the
 //! signature never changes; unused relayouts are erased.
-//!
-//! Options: `block` (8 or 4, default 8).
 //!
 //! ```text
 //! %y = graph.conv_bias(%x, %w, %b) {…} : (tensor<1x16x8x8xf32>, tensor<8x16x3x3xf32>, …) -> tensor<1x8x8x8xf32>
 //! return(%y)
 //! ```
-//! becomes
+//! becomes (`block=8`)
 //! ```text
 //! %0 = layout.relayout(%x) {to = #nchw88} : … -> tensor<1x2x8x8x8xf32, #nchw88>
 //! %1 = layout.weight(%w) {block = 8, format = "dense"} : … -> tensor<1x2x3x3x8x8xf32>
@@ -48,33 +65,80 @@
 
 use super::{attrs_of, bodies, build, dim, int, is_scalar_like, layout_attr, relayout, string, take_name};
 use std::collections::HashMap;
+use strata_dialects::layout::format::spatial_axes;
 use strata_ir::pass::{Changed, OptionKind, OptionSpec, Pass, PassError, PassInfo, PassOptions, PassStats};
-use strata_ir::{Context, Layout, OpId, Rewriter, ValueId, attr_kind, registry::attr_kind::Get};
+use strata_ir::{Context, ElemType, Layout, OpId, Rewriter, ValueId, attr_kind, registry::attr_kind::Get};
 
 /// The pass.
 #[derive(Debug)]
 pub struct Nchwxx {
-    block: u64,
     layout: Layout,
 }
+
+/// The layouts the pass converts to, in the order the option lists them.
+const LAYOUTS: [Layout; 8] = [
+    Layout::Nchw88,
+    Layout::Nchw44,
+    Layout::Nchw44Dot,
+    Layout::Nchw4,
+    Layout::Nchw32,
+    Layout::Chwn4,
+    Layout::Nchw64,
+    Layout::Nhwcd4,
+];
 
 /// Registry entry.
 pub const INFO: PassInfo = PassInfo {
     name: "nchwxx",
-    summary: "convert convolutions and their neighbours to NCHW88 / NCHW44 (MegEngine's EnableNchwxxPass)",
-    options: &[OptionSpec {
-        name: "block",
-        kind: OptionKind::UInt,
-        default: "8",
-        help: "channel block: 8 (NCHW88) or 4 (NCHW44)",
-    }],
+    summary: "convert convolutions and their neighbours to a blocked layout (MegEngine's EnableNchwxxPass, EnableNchw44DotPass, NCHW4/NCHW32/CHWN4/NHWCD4 conversion)",
+    options: &[
+        OptionSpec {
+            name: "block",
+            kind: OptionKind::UInt,
+            default: "0",
+            help: "channel block: 8 (NCHW88) or 4 (NCHW44); 0 = from `layout` (NCHW88 without it)",
+        },
+        OptionSpec {
+            name: "layout",
+            kind: OptionKind::Str,
+            default: "",
+            help: "target layout: nchw88, nchw44, nchw44_dot, nchw4, nchw32, chwn4, nchw64 (refused: int4), nhwcd4",
+        },
+    ],
     create: |o: &PassOptions| {
-        let layout = match o.int("block") {
-            8 => Layout::Nchw88,
-            4 => Layout::Nchw44,
-            b => return Err(PassError::Options(format!("option `block` of pass `nchwxx` must be 8 or 4, got {b}"))),
+        let block = o.int("block");
+        let layout = match (o.str("layout"), block) {
+            ("", 0 | 8) => Layout::Nchw88,
+            ("", 4) => Layout::Nchw44,
+            ("", b) => {
+                return Err(PassError::Options(format!("option `block` of pass `nchwxx` must be 8 or 4, got {b}")));
+            }
+            (name, _) => match Layout::from_name(name).filter(|l| LAYOUTS.contains(l)) {
+                Some(l) => l,
+                None => {
+                    let all: Vec<_> = LAYOUTS.iter().map(|l| l.name()).collect();
+                    return Err(PassError::Options(format!(
+                        "option `layout` of pass `nchwxx` must be one of {}, got `{name}`",
+                        all.join(", ")
+                    )));
+                }
+            },
         };
-        Ok(Box::new(Nchwxx { block: o.int("block") as u64, layout }))
+        if layout == Layout::Nchw64 {
+            return Err(PassError::Options(
+                "option `layout = nchw64` of pass `nchwxx` is refused: NCHW64 is MegEngine's layout for 4-bit \
+                 quantised convolutions (EnableNCHW64Pass converts qint4/quint4 convs) and strata has no 4-bit \
+                 element type"
+                    .into(),
+            ));
+        }
+        if block != 0 && layout.block() != Some(block as u64) {
+            return Err(PassError::Options(format!(
+                "option `block = {block}` of pass `nchwxx` contradicts `layout = {layout}` (block {})",
+                layout.block().unwrap_or(0)
+            )));
+        }
+        Ok(Box::new(Nchwxx { layout }))
     },
 };
 
@@ -84,14 +148,14 @@ impl Pass for Nchwxx {
     }
 
     fn run(&mut self, ctx: &mut Context, module: OpId, stats: &mut PassStats) -> Result<Changed, PassError> {
+        let fail = |message: String| PassError::Failed { pass: "nchwxx".into(), message };
+        self.check_precondition(ctx, module)
+            .map_err(|message| PassError::Unsupported { pass: "nchwxx".into(), message })?;
         let mut rw = Rewriter::new(ctx);
         for body in bodies(rw.ctx(), module) {
-            let mut state =
-                State { p: self.block, l: self.layout, blocked: HashMap::new(), to_blocked: HashMap::new() };
+            let mut state = State { mode: self.layout, blocked: HashMap::new(), relayouted: HashMap::new() };
             for op in rw.ctx().block(body).ops.clone() {
-                state
-                    .convert(&mut rw, op, stats)
-                    .map_err(|message| PassError::Failed { pass: "nchwxx".into(), message })?;
+                state.convert(&mut rw, op, stats).map_err(fail)?;
             }
         }
         stats.add("relayouts-erased", super::erase_dead_helpers(&mut rw, module));
@@ -99,50 +163,285 @@ impl Pass for Nchwxx {
     }
 }
 
+impl Nchwxx {
+    /// NCHW4 / NCHW32 / CHWN4 / NHWCD4: a module with convolutions of which
+    /// none meets the layout's precondition is refused.
+    fn check_precondition(&self, ctx: &Context, module: OpId) -> Result<(), String> {
+        let what = match self.layout {
+            Layout::Nchw4 | Layout::Chwn4 => "qs8 `graph.conv_bias` with group 1, IC % 4 == 0 and OC % 4 == 0",
+            Layout::Nchw32 => {
+                "qs8 `graph.conv_bias` with group 1, IC % 4 == 0 and OC % 4 == 0 (% 32 for #nchw32 itself)"
+            }
+            Layout::Nhwcd4 => {
+                "float `graph.conv_bias` with IC % 4 == 0 and OC % 4 == 0 (or channel-wise / group-packable)"
+            }
+            _ => return Ok(()),
+        };
+        let convs: Vec<OpId> = ctx.walk(module).into_iter().filter(|&o| ctx.op_name(o) == "graph.conv_bias").collect();
+        let mut first = None;
+        for &op in &convs {
+            match decide(ctx, op, self.layout) {
+                Decision::Convert(..) => return Ok(()),
+                Decision::Keep(why) => {
+                    first.get_or_insert(why);
+                }
+            }
+        }
+        match first {
+            None => Ok(()),
+            Some(why) => Err(format!(
+                "layout #{} needs a {what}; none of the {} convolutions qualifies (first: {why})",
+                self.layout,
+                convs.len()
+            )),
+        }
+    }
+}
+
 struct State {
-    p: u64,
-    l: Layout,
-    /// An NCHW value → the same tensor in the blocked layout.
+    /// The pass's layout (a conv may still use another one, e.g. NCHW44 for
+    /// channel-wise convs under NCHW44_DOT).
+    mode: Layout,
+    /// An NCHW value → the same tensor in a blocked layout.
     blocked: HashMap<ValueId, ValueId>,
-    /// Relayouts to the blocked layout made for plain values (reused).
-    to_blocked: HashMap<ValueId, ValueId>,
+    /// Relayouts made for a value into a layout (reused).
+    relayouted: HashMap<(ValueId, Layout), ValueId>,
 }
 
 /// How a convolution is converted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ConvKind {
     Dense,
+    Dot,
     Hybrid,
     ChannelWise,
     Group,
+    GroupDot,
 }
 
 impl ConvKind {
     fn format(self) -> &'static str {
         match self {
             ConvKind::Dense => "dense",
+            ConvKind::Dot => "dot",
             ConvKind::Hybrid => "hybrid",
             ConvKind::ChannelWise => "channelwise",
             ConvKind::Group => "group",
+            ConvKind::GroupDot => "group_dot",
         }
     }
 }
 
+/// The per-conv decision.
+enum Decision {
+    /// Convert to this activation layout with this weight format.
+    Convert(Layout, ConvKind),
+    /// Stay NCHW, for this reason.
+    Keep(String),
+}
+
+/// The facts about a convolution the decision reads.
+struct ConvFacts {
+    int8: bool,
+    float: bool,
+    ic: u64,
+    oc: u64,
+    icpg: u64,
+    group: u64,
+    fh: u64,
+    fw: u64,
+    stride: Vec<i64>,
+    no_dilation: bool,
+    nl: String,
+}
+
+fn facts(ctx: &Context, op: OpId) -> Result<ConvFacts, String> {
+    let operands = &ctx.op(op).operands;
+    let (x, w) = (operands[0], operands[1]);
+    let (Some(xt), Some(wt)) = (ctx.value_tensor(x), ctx.value_tensor(w)) else {
+        return Err("operands are not tensors".into());
+    };
+    if xt.shape.len() != 4 || wt.shape.len() != 4 || xt.layout != Layout::Nchw {
+        return Err("not a plain rank-4 convolution".into());
+    }
+    let (Some(ic), Some(oc), Some(icpg), Some(fh), Some(fw)) =
+        (dim(ctx, x, 1), dim(ctx, w, 0), dim(ctx, w, 1), dim(ctx, w, 2), dim(ctx, w, 3))
+    else {
+        return Err("symbolic channel or filter sizes".into());
+    };
+    let get_ints = |k: &str| ctx.op_attr(op, k).and_then(|a| attr_kind::Ints::get(ctx, a)).unwrap_or_default();
+    let group = ctx.op_attr(op, "group").and_then(|a| attr_kind::Int::get(ctx, a)).unwrap_or(1).max(1) as u64;
+    let nl = ctx.op_attr(op, "nonlinearity").and_then(|a| attr_kind::Str::get(ctx, a)).unwrap_or("").to_string();
+    Ok(ConvFacts {
+        int8: matches!(xt.elem, ElemType::QS8(_)) && matches!(wt.elem, ElemType::QS8(_)),
+        float: xt.elem.is_float(),
+        ic,
+        oc,
+        icpg,
+        group,
+        fh,
+        fw,
+        stride: get_ints("stride"),
+        no_dilation: get_ints("dilation").iter().all(|&d| d == 1),
+        nl,
+    })
+}
+
+impl ConvFacts {
+    /// MegEngine's `nchw_nchwxx_valid` for the hybrid first layer with block `p`.
+    fn hybrid_ok(&self, p: u64) -> bool {
+        if p == 8 {
+            return self.no_dilation;
+        }
+        let equal_stride = self.stride.len() == 2 && self.stride[0] == self.stride[1];
+        let kernel = self.fh == self.fw
+            && ([2, 3, 5, 7].contains(&self.fh) || (self.int8 && self.fh == 1 && self.stride.first() == Some(&1)));
+        kernel
+            && equal_stride
+            && (self.stride[0] == 1 || self.stride[0] == 2)
+            && self.no_dilation
+            && matches!(self.nl.as_str(), "identity" | "relu" | "h_swish")
+    }
+
+    /// The NCHWxx decision (dense, hybrid, channel-wise, group) with block `p`,
+    /// `dot` selecting the int8 dot-product weight formats.
+    fn nchwxx(&self, p: u64, dot: bool, hybrid: bool) -> Option<ConvKind> {
+        let ocpg = self.oc / self.group;
+        if self.group == 1 {
+            if self.ic.is_multiple_of(p) && self.oc.is_multiple_of(p) {
+                Some(if dot { ConvKind::Dot } else { ConvKind::Dense })
+            } else if hybrid && self.ic < p && self.oc.is_multiple_of(p) && self.hybrid_ok(p) {
+                Some(ConvKind::Hybrid)
+            } else {
+                None
+            }
+        } else if self.icpg == 1 && ocpg == 1 && self.group.is_multiple_of(p) {
+            Some(ConvKind::ChannelWise)
+        } else if self.icpg.is_multiple_of(p) && ocpg.is_multiple_of(p) {
+            Some(if dot { ConvKind::GroupDot } else { ConvKind::Group })
+        } else {
+            None
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "IC = {}, OC = {}, group = {}, filter {}x{}, {}",
+            self.ic,
+            self.oc,
+            self.group,
+            self.fh,
+            self.fw,
+            if self.int8 {
+                "qs8"
+            } else if self.float {
+                "float"
+            } else {
+                "neither float nor qs8"
+            }
+        )
+    }
+}
+
+/// The decision for conv `op` under the pass's layout `mode`.
+fn decide(ctx: &Context, op: OpId, mode: Layout) -> Decision {
+    let f = match facts(ctx, op) {
+        Ok(f) => f,
+        Err(why) => return Decision::Keep(format!("{}: {why}", describe(ctx, op))),
+    };
+    let keep = |why: &str| Decision::Keep(format!("{}: {why} ({})", describe(ctx, op), f.describe()));
+    match mode {
+        Layout::Nchw88 | Layout::Nchw44 => {
+            if !f.float {
+                return keep("only float convolutions convert to this layout");
+            }
+            match f.nchwxx(mode.block().unwrap_or(4), false, true) {
+                Some(k) => Decision::Convert(mode, k),
+                None => keep("channels not blocked"),
+            }
+        }
+        Layout::Nchw44Dot => {
+            if f.float {
+                return match f.nchwxx(4, false, true) {
+                    Some(k) => Decision::Convert(Layout::Nchw44, k),
+                    None => keep("channels not blocked"),
+                };
+            }
+            if !f.int8 {
+                return keep("only qs8 and float convolutions convert");
+            }
+            match f.nchwxx(4, true, true) {
+                Some(ConvKind::ChannelWise) => Decision::Convert(Layout::Nchw44, ConvKind::ChannelWise),
+                Some(k) => Decision::Convert(Layout::Nchw44Dot, k),
+                None => keep("channels not blocked"),
+            }
+        }
+        Layout::Nchw4 | Layout::Nchw32 | Layout::Chwn4 => {
+            if !f.int8 {
+                return keep("only qs8 convolutions convert to this layout");
+            }
+            if f.group != 1 {
+                return keep("group convolutions are not converted to this layout");
+            }
+            let p = mode.block().unwrap_or(4);
+            if f.ic.is_multiple_of(p) && f.oc.is_multiple_of(p) {
+                Decision::Convert(mode, ConvKind::Dense)
+            } else if mode == Layout::Nchw32 && f.ic.is_multiple_of(4) && f.oc.is_multiple_of(4) {
+                Decision::Convert(Layout::Nchw4, ConvKind::Dense)
+            } else {
+                keep("IC and OC must divide by the block")
+            }
+        }
+        Layout::Nhwcd4 => {
+            if !f.float {
+                return keep("only float convolutions convert to #nhwcd4");
+            }
+            match f.nchwxx(4, false, false) {
+                Some(k) => Decision::Convert(mode, k),
+                None => keep("channels not blocked"),
+            }
+        }
+        _ => keep("unsupported layout"),
+    }
+}
+
+/// The stored axis of logical NCHW axis `axis` (0..4) in layout `l`.
+fn stored_axis(l: Layout, axis: usize) -> usize {
+    match (l, axis) {
+        (Layout::Chwn4, 0) => 3,
+        (Layout::Chwn4, 1) => 0,
+        (Layout::Nhwcd4, 1) => 2,
+        (_, 2) => spatial_axes(l).0,
+        (_, 3) => spatial_axes(l).1,
+        (_, a) => a,
+    }
+}
+
 impl State {
-    /// `v` in the blocked layout (an existing blocked version, or a new relayout before `at`).
-    fn get_blocked(&mut self, rw: &mut Rewriter<'_>, v: ValueId, at: OpId) -> Result<ValueId, String> {
-        if let Some(&b) = self.blocked.get(&v).or_else(|| self.to_blocked.get(&v)) {
+    /// `v` (a plain value) in layout `l`: its blocked version if it has that
+    /// layout, else a (cached) relayout of its blocked version or of `v`.
+    fn get_in(&mut self, rw: &mut Rewriter<'_>, v: ValueId, l: Layout, at: OpId) -> Result<ValueId, String> {
+        let src = self.blocked.get(&v).copied().unwrap_or(v);
+        if rw.ctx().value_tensor(src).is_some_and(|t| t.layout == l) {
+            return Ok(src);
+        }
+        if let Some(&b) = self.relayouted.get(&(src, l)) {
             return Ok(b);
         }
-        let b = relayout(rw, v, self.l, at)?;
-        self.to_blocked.insert(v, b);
+        let b = relayout(rw, src, l, at)?;
+        self.relayouted.insert((src, l), b);
         Ok(b)
     }
 
-    /// Whether `v` is a rank-4 plain tensor whose channels divide by the block.
-    fn packable(&self, ctx: &Context, v: ValueId) -> bool {
+    /// The layout of the blocked version of `v`, if any.
+    fn blocked_layout(&self, ctx: &Context, v: ValueId) -> Option<Layout> {
+        self.blocked.get(&v).and_then(|&b| ctx.value_tensor(b)).map(|t| t.layout)
+    }
+
+    /// Whether `v` is a rank-4 plain tensor whose channels divide by block `p`.
+    fn packable(ctx: &Context, v: ValueId, p: u64) -> bool {
         ctx.value_tensor(v).is_some_and(|t| t.layout == Layout::Nchw && t.shape.len() == 4)
-            && dim(ctx, v, 1).is_some_and(|c| c % self.p == 0)
+            && dim(ctx, v, 1).is_some_and(|c| c % p == 0)
     }
 
     fn convert(&mut self, rw: &mut Rewriter<'_>, op: OpId, stats: &mut PassStats) -> Result<(), String> {
@@ -175,76 +474,35 @@ impl State {
     }
 
     fn conv(&mut self, rw: &mut Rewriter<'_>, op: OpId, stats: &mut PassStats) -> Result<Option<ValueId>, String> {
+        let (l, kind) = match decide(rw.ctx(), op, self.mode) {
+            Decision::Convert(l, k) => (l, k),
+            Decision::Keep(why) => {
+                stats.remark(format!("stays NCHW: {why}"));
+                stats.add("convs-kept-nchw", 1);
+                return Ok(None);
+            }
+        };
         let ctx = rw.ctx();
         let operands = ctx.op(op).operands.clone();
         let (x, w, b) = (operands[0], operands[1], operands[2]);
-        let (Some(xt), Some(wt)) = (ctx.value_tensor(x), ctx.value_tensor(w)) else { return Ok(None) };
-        if !xt.elem.is_float() || xt.shape.len() != 4 || wt.shape.len() != 4 {
-            stats.remark(format!("{}: stays NCHW (only float convolutions are converted)", describe(ctx, op)));
-            return Ok(None);
-        }
-        let (Some(ic), Some(oc), Some(icpg), Some(fh), Some(fw)) =
-            (dim(ctx, x, 1), dim(ctx, w, 0), dim(ctx, w, 1), dim(ctx, w, 2), dim(ctx, w, 3))
-        else {
-            return Ok(None);
-        };
-        let get_ints = |k: &str| ctx.op_attr(op, k).and_then(|a| attr_kind::Ints::get(ctx, a)).unwrap_or_default();
-        let group = ctx.op_attr(op, "group").and_then(|a| attr_kind::Int::get(ctx, a)).unwrap_or(1).max(1) as u64;
-        let nl = ctx.op_attr(op, "nonlinearity").and_then(|a| attr_kind::Str::get(ctx, a)).unwrap_or("");
-        let (stride, dilation) = (get_ints("stride"), get_ints("dilation"));
-        let p = self.p;
-        let no_dilation = dilation.iter().all(|&d| d == 1);
-        let hybrid_ok = if p == 8 {
-            no_dilation
-        } else {
-            fh == fw
-                && [2, 3, 5, 7].contains(&fh)
-                && stride.len() == 2
-                && stride[0] == stride[1]
-                && (stride[0] == 1 || stride[0] == 2)
-                && no_dilation
-                && matches!(nl, "identity" | "relu" | "h_swish")
-        };
-        let ocpg = oc / group;
-        let kind = if group == 1 {
-            if ic % p == 0 && oc % p == 0 {
-                Some(ConvKind::Dense)
-            } else if ic < p && oc % p == 0 && hybrid_ok {
-                Some(ConvKind::Hybrid)
-            } else {
-                None
-            }
-        } else if icpg == 1 && ocpg == 1 && group.is_multiple_of(p) {
-            Some(ConvKind::ChannelWise)
-        } else if icpg.is_multiple_of(p) && ocpg.is_multiple_of(p) {
-            Some(ConvKind::Group)
-        } else {
-            None
-        };
-        let Some(kind) = kind else {
-            stats.remark(format!(
-                "{}: stays NCHW (IC = {ic}, OC = {oc}, group = {group}, filter {fh}x{fw}, block {p})",
-                describe(ctx, op)
-            ));
-            stats.add("convs-kept-nchw", 1);
-            return Ok(None);
-        };
+        let group = ctx.op_attr(op, "group").and_then(|a| attr_kind::Int::get(ctx, a)).unwrap_or(1).max(1);
+        let p = l.block().expect("invariant: a blocked layout") as i64;
         let desc = describe(ctx, op);
-        let xin = if kind == ConvKind::Hybrid { x } else { self.get_blocked(rw, x, op)? };
-        let mut wattrs = vec![("format".to_string(), string(rw, kind.format())), ("block".into(), int(rw, p as i64))];
+        let xin = if kind == ConvKind::Hybrid { x } else { self.get_in(rw, x, l, op)? };
+        let mut wattrs = vec![("format".to_string(), string(rw, kind.format())), ("block".into(), int(rw, p))];
         if group > 1 {
-            wattrs.push(("group".into(), int(rw, group as i64)));
+            wattrs.push(("group".into(), int(rw, group)));
         }
         let wb = build(rw, "layout.weight", &[w], wattrs, op)?;
-        let mut ops = vec![xin, wb, self.get_blocked(rw, b, op)?];
+        let mut ops = vec![xin, wb, self.get_in(rw, b, l, op)?];
         for &z in &operands[3..] {
-            ops.push(self.get_blocked(rw, z, op)?);
+            ops.push(self.get_in(rw, z, l, op)?);
         }
         let mut attrs = attrs_of(rw.ctx(), op);
-        attrs.push(("format".into(), layout_attr(rw, self.l)));
+        attrs.push(("format".into(), layout_attr(rw, l)));
         attrs.push(("weight_format".into(), string(rw, kind.format())));
         let y = build(rw, "layout.conv_bias", &ops, attrs, op)?;
-        stats.remark(format!("{desc}: {} #{}", kind.format(), self.l));
+        stats.remark(format!("{desc}: {} #{l}", kind.format()));
         stats.add(&format!("convs-{}", kind.format()), 1);
         Ok(Some(y))
     }
@@ -252,42 +510,46 @@ impl State {
     fn packed_elementwise(&mut self, rw: &mut Rewriter<'_>, op: OpId, name: &str) -> Result<Option<ValueId>, String> {
         let ctx = rw.ctx();
         let operands = ctx.op(op).operands.clone();
-        if !operands.iter().any(|v| self.blocked.contains_key(v)) {
-            return Ok(None);
-        }
+        let Some(l) = operands.iter().find_map(|&v| self.blocked_layout(ctx, v)) else { return Ok(None) };
+        let p = l.block().expect("invariant: a blocked layout");
+        let mut attrs = attrs_of(ctx, op);
         if name == "graph.concat" {
-            let rank4 = operands.iter().all(|&v| self.packable(ctx, v));
+            let rank4 = operands.iter().all(|&v| Self::packable(ctx, v, p));
             let axis = ctx.op_attr(op, "axis").and_then(|a| attr_kind::Int::get(ctx, a)).unwrap_or(1);
             if !rank4 || !(-4..4).contains(&axis) {
                 return Ok(None);
             }
-        } else {
-            let ok = operands.iter().all(|&v| self.packable(ctx, v) || is_scalar_like(ctx, v));
-            if !ok {
-                return Ok(None);
+            let stored = stored_axis(l, axis.rem_euclid(4) as usize) as i64;
+            for (k, a) in attrs.iter_mut() {
+                if k == "axis" {
+                    *a = int(rw, stored);
+                }
             }
+        } else if !operands.iter().all(|&v| Self::packable(ctx, v, p) || is_scalar_like(ctx, v)) {
+            return Ok(None);
         }
         let mut new_operands = Vec::with_capacity(operands.len());
         for &v in &operands {
-            new_operands.push(if is_scalar_like(rw.ctx(), v) { v } else { self.get_blocked(rw, v, op)? });
+            new_operands.push(if is_scalar_like(rw.ctx(), v) { v } else { self.get_in(rw, v, l, op)? });
         }
-        Ok(build(rw, name, &new_operands, attrs_of(rw.ctx(), op), op).ok())
+        Ok(build(rw, name, &new_operands, attrs, op).ok())
     }
 
     fn reduce(&mut self, rw: &mut Rewriter<'_>, op: OpId) -> Result<Option<ValueId>, String> {
         let ctx = rw.ctx();
         let x = ctx.op(op).operands[0];
         let Some(&xb) = self.blocked.get(&x) else { return Ok(None) };
+        let Some(l) = self.blocked_layout(ctx, x) else { return Ok(None) };
         let axis = ctx.op_attr(op, "axis").and_then(|a| attr_kind::Int::get(ctx, a)).unwrap_or(0);
         let keep = ctx.op_attr(op, "keepdim").and_then(|a| attr_kind::Bool::get(ctx, a)).unwrap_or(false);
         if !keep || !matches!(axis, 2 | 3 | -1 | -2) {
             return Ok(None);
         }
         let mut attrs = attrs_of(ctx, op);
-        let stored_axis = if axis < 0 { axis + 4 } else { axis };
+        let stored = stored_axis(l, axis.rem_euclid(4) as usize) as i64;
         for (k, a) in attrs.iter_mut() {
             if k == "axis" {
-                *a = int(rw, stored_axis);
+                *a = int(rw, stored);
             }
         }
         Ok(build(rw, "graph.reduce", &[xb], attrs, op).ok())

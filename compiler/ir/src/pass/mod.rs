@@ -80,6 +80,16 @@ pub enum PassError {
     /// Invalid options.
     #[error("{0}")]
     Options(String),
+    /// The input does not meet the pass's precondition (e.g. a layout
+    /// conversion on a model none of whose convolutions it applies to): a
+    /// refusal about the input, not a failure of the pass.
+    #[error("pass `{pass}` does not apply: {message}")]
+    Unsupported {
+        /// Pass name.
+        pass: String,
+        /// The precondition that fails.
+        message: String,
+    },
 }
 
 /// Named counters a pass reports (`ops-erased = 3`), and remarks: lines of
