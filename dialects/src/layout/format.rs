@@ -173,6 +173,14 @@ pub enum WeightFormat {
     ChannelWise,
     /// `[OC/P, FH, FW, IC, P]`: the hybrid first layer (plain NCHW input, blocked output; group 1).
     Hybrid,
+    /// `[OC, IC/4, FH, FW, 4(ic)]`: MegEngine's NCHW4 filter (group 1, block 4).
+    Nchw4,
+    /// `[OC, IC/32, FH, FW, 32(ic)]`: MegEngine's NCHW32 filter (group 1, block 32).
+    Nchw32,
+    /// `[IC/4, FH, FW, OC, 4(ic)]`: MegEngine's CHWN4 filter (group 1, block 4).
+    Chwn4,
+    /// `[G, OCPG, ICPG/4, FH, FW, 4(ic)]`: MegEngine's NCHW4 group filter (block 4, `OCPG % 4 == 0`).
+    Nchw4Group,
 }
 
 const FORMATS: &[(&str, WeightFormat)] = &[
@@ -182,6 +190,10 @@ const FORMATS: &[(&str, WeightFormat)] = &[
     ("group_dot", WeightFormat::GroupDot),
     ("channelwise", WeightFormat::ChannelWise),
     ("hybrid", WeightFormat::Hybrid),
+    ("nchw4", WeightFormat::Nchw4),
+    ("nchw32", WeightFormat::Nchw32),
+    ("chwn4", WeightFormat::Chwn4),
+    ("nchw4_group", WeightFormat::Nchw4Group),
 ];
 
 impl WeightFormat {
@@ -206,12 +218,32 @@ impl WeightFormat {
             WeightFormat::Group | WeightFormat::GroupDot => "[G, OCPG/P, ICPG/P, FH, FW, P, P]",
             WeightFormat::ChannelWise => "[G/P, 1, 1, FH, FW, P]",
             WeightFormat::Hybrid => "[OC/P, FH, FW, IC, P]",
+            WeightFormat::Nchw4 | WeightFormat::Nchw32 => "[OC, IC/P, FH, FW, P]",
+            WeightFormat::Chwn4 => "[IC/P, FH, FW, OC, P]",
+            WeightFormat::Nchw4Group => "[G, OCPG, ICPG/P, FH, FW, P]",
+        }
+    }
+
+    /// The block this format requires (`None`: any block).
+    pub fn required_block(self) -> Option<u64> {
+        match self {
+            WeightFormat::Dot | WeightFormat::GroupDot | WeightFormat::Nchw4 | WeightFormat::Chwn4 => Some(4),
+            WeightFormat::Nchw4Group => Some(4),
+            WeightFormat::Nchw32 => Some(32),
+            _ => None,
         }
     }
 
     fn check_group(self, group: u64) -> Result<(), String> {
         match self {
-            WeightFormat::Dense | WeightFormat::Dot | WeightFormat::Hybrid if group != 1 => {
+            WeightFormat::Dense
+            | WeightFormat::Dot
+            | WeightFormat::Hybrid
+            | WeightFormat::Nchw4
+            | WeightFormat::Nchw32
+            | WeightFormat::Chwn4
+                if group != 1 =>
+            {
                 Err(format!("weight format `{}` needs group = 1, has group = {group}", self.name()))
             }
             _ if group == 0 => Err("group must be at least 1".into()),
@@ -248,6 +280,12 @@ impl WeightFormat {
                 vec![div(group, "G")?, 1, 1, fh, fw, p]
             }
             WeightFormat::Hybrid => vec![div(oc, "OC")?, fh, fw, icpg, p],
+            WeightFormat::Nchw4 | WeightFormat::Nchw32 => vec![oc, div(icpg, "IC")?, fh, fw, p],
+            WeightFormat::Chwn4 => vec![div(icpg, "IC")?, fh, fw, oc, p],
+            WeightFormat::Nchw4Group => {
+                div(ocpg, "OC per group")?;
+                vec![group, ocpg, div(icpg, "IC per group")?, fh, fw, p]
+            }
         })
     }
 
@@ -280,6 +318,13 @@ impl WeightFormat {
                 [g, 1, s[3], s[4]]
             }
             WeightFormat::Hybrid if s.len() == 5 && s[4] == p => [mul(s[0], p)?, s[3], s[1], s[2]],
+            WeightFormat::Nchw4 | WeightFormat::Nchw32 if s.len() == 5 && s[4] == p => {
+                [s[0], mul(s[1], p)?, s[2], s[3]]
+            }
+            WeightFormat::Chwn4 if s.len() == 5 && s[4] == p => [s[3], mul(s[0], p)?, s[1], s[2]],
+            WeightFormat::Nchw4Group if s.len() == 6 && s[5] == p && s[0] == group && s[1].is_multiple_of(p) => {
+                [mul(s[1], group)?, mul(s[2], p)?, s[3], s[4]]
+            }
             _ => return Err(bad()),
         };
         Ok(dims)
@@ -297,6 +342,9 @@ impl WeightFormat {
             }
             WeightFormat::ChannelWise => vec![oc / p, 0, 0, kh, kw, oc % p],
             WeightFormat::Hybrid => vec![oc / p, kh, kw, ic, oc % p],
+            WeightFormat::Nchw4 | WeightFormat::Nchw32 => vec![oc, ic / p, kh, kw, ic % p],
+            WeightFormat::Chwn4 => vec![ic / p, kh, kw, oc, ic % p],
+            WeightFormat::Nchw4Group => vec![oc / ocpg, oc % ocpg, ic / p, kh, kw, ic % p],
         }
     }
 
@@ -368,5 +416,51 @@ mod tests {
         assert!(e.contains("OC = 6 is not divisible by 8"), "{e}");
         let e = WeightFormat::Hybrid.unpack_dims(8, 1, &[Dim::Fixed(1), Dim::Fixed(3)]).unwrap_err();
         assert!(e.contains("[OC/P, FH, FW, IC, P]"), "{e}");
+    }
+
+    /// The value of `w[oc, ic, kh, kw]` in an iota weight of logical shape `l`.
+    fn at(l: [usize; 4], [oc, ic, kh, kw]: [usize; 4]) -> f64 {
+        (((oc * l[1] + ic) * l[2] + kh) * l[3] + kw) as f64
+    }
+
+    #[test]
+    fn gpu_int8_weight_formats() {
+        // NCHW4: [OC, IC/4, FH, FW, 4]; w[oc=5, ic=6, kh=1, kw=2] of [6, 8, 3, 3] at [5, 1, 1, 2, 2].
+        let l = [6, 8, 3, 3];
+        let w = iota(&l);
+        let p = WeightFormat::Nchw4.pack(4, 1, &w).unwrap();
+        assert_eq!(p.shape(), &[6, 2, 3, 3, 4]);
+        assert_eq!(p.get_f64(linear(&[5, 1, 1, 2, 2], p.shape())), at(l, [5, 6, 1, 2]));
+        assert_eq!(WeightFormat::Nchw4.unpack(4, 1, &p).unwrap(), w);
+        // NCHW32: [OC, IC/32, FH, FW, 32]; w[oc=2, ic=45, 0, 1] of [3, 64, 1, 2] at [2, 1, 0, 1, 13].
+        let l = [3, 64, 1, 2];
+        let w = iota(&l);
+        let p = WeightFormat::Nchw32.pack(32, 1, &w).unwrap();
+        assert_eq!(p.shape(), &[3, 2, 1, 2, 32]);
+        assert_eq!(p.get_f64(linear(&[2, 1, 0, 1, 13], p.shape())), at(l, [2, 45, 0, 1]));
+        assert_eq!(WeightFormat::Nchw32.unpack(32, 1, &p).unwrap(), w);
+        // CHWN4: [IC/4, FH, FW, OC, 4]; w[oc=3, ic=7, kh=2, kw=0] of [5, 8, 3, 2] at [1, 2, 0, 3, 3].
+        let l = [5, 8, 3, 2];
+        let w = iota(&l);
+        let p = WeightFormat::Chwn4.pack(4, 1, &w).unwrap();
+        assert_eq!(p.shape(), &[2, 3, 2, 5, 4]);
+        assert_eq!(p.get_f64(linear(&[1, 2, 0, 3, 3], p.shape())), at(l, [3, 7, 2, 0]));
+        assert_eq!(WeightFormat::Chwn4.unpack(4, 1, &p).unwrap(), w);
+        // NCHW4 group: [G, OCPG, ICPG/4, FH, FW, 4]; G = 2, OC = 8, ICPG = 8:
+        // w[oc=6 (g 1, o 2), ic=5, kh=0, kw=1] of [8, 8, 1, 2] at [1, 2, 1, 0, 1, 1].
+        let l = [8, 8, 1, 2];
+        let w = iota(&l);
+        let p = WeightFormat::Nchw4Group.pack(4, 2, &w).unwrap();
+        assert_eq!(p.shape(), &[2, 4, 2, 1, 2, 4]);
+        assert_eq!(p.get_f64(linear(&[1, 2, 1, 0, 1, 1], p.shape())), at(l, [6, 5, 0, 1]));
+        assert_eq!(WeightFormat::Nchw4Group.unpack(4, 2, &p).unwrap(), w);
+        // Preconditions.
+        let e = WeightFormat::Nchw4.pack_dims(4, 1, [8, 6, 3, 3]).unwrap_err();
+        assert!(e.contains("IC = 6 is not divisible by 4"), "{e}");
+        let e = WeightFormat::Nchw4Group.pack_dims(4, 2, [12, 8, 1, 1]).unwrap_err();
+        assert!(e.contains("OC per group = 6 is not divisible by 4"), "{e}");
+        assert!(WeightFormat::Chwn4.pack_dims(4, 2, [8, 4, 1, 1]).unwrap_err().contains("needs group = 1"));
+        let e = WeightFormat::Chwn4.unpack_dims(4, 1, &[Dim::Fixed(2), Dim::Fixed(3)]).unwrap_err();
+        assert!(e.contains("[IC/P, FH, FW, OC, P]"), "{e}");
     }
 }

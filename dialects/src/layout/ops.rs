@@ -32,7 +32,8 @@ define_op! {
 
 define_op! {
     /// Packs an OIHW convolution weight `[OC, IC/G, FH, FW]` into a blocked
-    /// weight format (`dense`, `dot`, `group`, `group_dot`, `channelwise`, `hybrid`).
+    /// weight format (`dense`, `dot`, `group`, `group_dot`, `channelwise`, `hybrid`,
+    /// and MegEngine's int8 GPU filters `nchw4`, `nchw32`, `chwn4`, `nchw4_group`).
     pub struct WeightOp = "layout.weight" {
         summary: "pack an OIHW convolution weight into a blocked weight format",
         operands: [w],
@@ -311,8 +312,10 @@ fn weight_params(cx: &OpCx<'_>) -> Result<(WeightFormat, u64, u64), String> {
     if ![4, 8, 16, 32, 64].contains(&block) {
         return Err(format!("attribute `block` must be 4, 8, 16, 32 or 64, is {block}"));
     }
-    if matches!(f, WeightFormat::Dot | WeightFormat::GroupDot) && block != 4 {
-        return Err(format!("weight format `{}` needs block 4, has {block}", f.name()));
+    if let Some(need) = f.required_block()
+        && block as u64 != need
+    {
+        return Err(format!("weight format `{}` needs block {need}, has {block}", f.name()));
     }
     let group = cx.attrs.opt::<attr_kind::Int>("group")?.unwrap_or(1);
     if group < 1 {
@@ -354,6 +357,17 @@ fn conv_layout(cx: &OpCx<'_>) -> Result<ConvLayout, String> {
     let group = cx.attrs.int("group")?;
     if group < 1 {
         return Err(format!("attribute `group` must be at least 1, is {group}"));
+    }
+    let need = match wf {
+        WeightFormat::Nchw4 | WeightFormat::Nchw4Group => Some(Layout::Nchw4),
+        WeightFormat::Nchw32 => Some(Layout::Nchw32),
+        WeightFormat::Chwn4 => Some(Layout::Chwn4),
+        _ => None,
+    };
+    if let Some(need) = need
+        && need != format
+    {
+        return Err(format!("weight format `{}` needs format #{need}, has #{format}", wf.name()));
     }
     Ok(ConvLayout { format, wf, p, group: group as u64 })
 }

@@ -22,7 +22,7 @@
 //! |---|---|---|
 //! | `nchw88`, `nchw44` | float | `dense` (`IC % P == 0`, `OC % P == 0`), `hybrid` (`IC < P`, kernel ok), `channelwise` (`ICPG = OCPG = 1`, `G % P == 0`), `group` (`ICPG`, `OCPG` % P == 0) |
 //! | `nchw44_dot` | qs8 and float | qs8: `dot`, `hybrid`, `group_dot` in `#nchw44_dot`, `channelwise` in `#nchw44`; float: as `nchw44` |
-//! | `nchw4`, `nchw32`, `chwn4` | qs8, group 1, `IC % P == 0` and `OC % P == 0` | `dense` with block 4 / 32 / 4 (MegEngine's GPU filter layouts are not mirrored); `nchw32` falls back to `#nchw4` for convs with only `% 4` (MegEngine runs NCHW4 first) |
+//! | `nchw4`, `nchw32`, `chwn4` | qs8, group 1, `IC % P == 0` and `OC % P == 0`; qs8 group convs with `ICPG % 4 == 0`, `OCPG % 4 == 0` | MegEngine's filters `nchw4` `[OC, IC/4, FH, FW, 4]`, `nchw32` `[OC, IC/32, FH, FW, 32]`, `chwn4` `[IC/4, FH, FW, OC, 4]`; group convs `nchw4_group` `[G, OCPG, ICPG/4, FH, FW, 4]` in `#nchw4` under all three; `nchw32` falls back to `#nchw4` for convs with only `% 4` (MegEngine runs NCHW4 first) |
 //! | `nhwcd4` | float (no hybrid form) | `dense`, `channelwise`, `group` with block 4 (`#nhwcd4`) |
 //! | `nchw64` | nothing: refused (MegEngine's int4 layout; strata has no 4-bit type) | — |
 //!
@@ -30,8 +30,8 @@
 //! relayouted back). NCHW4 / NCHW32 / CHWN4 / NHWCD4 **refuse** (a pass error
 //! naming the precondition) a module that has convolutions but none that meets
 //! the layout's precondition (e.g. `nchw4` on a float model), instead of
-//! silently changing nothing; `layout=nchw64` is an option error. Int8 convolutions with `OC % P != 0` are not
-//! padded (`padding-channel` pads float convolutions only).
+//! silently changing nothing; `layout=nchw64` is an option error. Int8 convolutions with `OC % P != 0` convert
+//! once `padding-channel` has padded them (it pads float and qs8 convolutions).
 //!
 //! A `conv_bias` with `z` is converted too (MegEngine asserts instead): `z` is
 //! added elementwise in the same layout, so relayouting it keeps the meaning.
@@ -168,9 +168,13 @@ impl Nchwxx {
     /// none meets the layout's precondition is refused.
     fn check_precondition(&self, ctx: &Context, module: OpId) -> Result<(), String> {
         let what = match self.layout {
-            Layout::Nchw4 | Layout::Chwn4 => "qs8 `graph.conv_bias` with group 1, IC % 4 == 0 and OC % 4 == 0",
+            Layout::Nchw4 | Layout::Chwn4 => {
+                "qs8 `graph.conv_bias` with group 1, IC % 4 == 0 and OC % 4 == 0 (or a group conv with \
+                 ICPG % 4 == 0 and OCPG % 4 == 0, in #nchw4)"
+            }
             Layout::Nchw32 => {
-                "qs8 `graph.conv_bias` with group 1, IC % 4 == 0 and OC % 4 == 0 (% 32 for #nchw32 itself)"
+                "qs8 `graph.conv_bias` with group 1, IC % 4 == 0 and OC % 4 == 0 (% 32 for #nchw32 itself; or a \
+                 group conv with ICPG % 4 == 0 and OCPG % 4 == 0, in #nchw4)"
             }
             Layout::Nhwcd4 => {
                 "float `graph.conv_bias` with IC % 4 == 0 and OC % 4 == 0 (or channel-wise / group-packable)"
@@ -217,6 +221,11 @@ enum ConvKind {
     ChannelWise,
     Group,
     GroupDot,
+    /// MegEngine's NCHW4 / NCHW32 / CHWN4 filters (named like the layout).
+    Nchw4,
+    Nchw32,
+    Chwn4,
+    Nchw4Group,
 }
 
 impl ConvKind {
@@ -228,6 +237,10 @@ impl ConvKind {
             ConvKind::ChannelWise => "channelwise",
             ConvKind::Group => "group",
             ConvKind::GroupDot => "group_dot",
+            ConvKind::Nchw4 => "nchw4",
+            ConvKind::Nchw32 => "nchw32",
+            ConvKind::Chwn4 => "chwn4",
+            ConvKind::Nchw4Group => "nchw4_group",
         }
     }
 }
@@ -381,13 +394,24 @@ fn decide(ctx: &Context, op: OpId, mode: Layout) -> Decision {
                 return keep("only qs8 convolutions convert to this layout");
             }
             if f.group != 1 {
-                return keep("group convolutions are not converted to this layout");
+                // MegEngine's NCHW4 group filter; NCHW32 / CHWN4 run NCHW4 first and keep these in it.
+                let ocpg = f.oc / f.group;
+                return if f.icpg.is_multiple_of(4) && ocpg.is_multiple_of(4) {
+                    Decision::Convert(Layout::Nchw4, ConvKind::Nchw4Group)
+                } else {
+                    keep("group convolutions need ICPG % 4 == 0 and OCPG % 4 == 0 for #nchw4")
+                };
             }
             let p = mode.block().unwrap_or(4);
+            let kind = match mode {
+                Layout::Nchw32 => ConvKind::Nchw32,
+                Layout::Chwn4 => ConvKind::Chwn4,
+                _ => ConvKind::Nchw4,
+            };
             if f.ic.is_multiple_of(p) && f.oc.is_multiple_of(p) {
-                Decision::Convert(mode, ConvKind::Dense)
+                Decision::Convert(mode, kind)
             } else if mode == Layout::Nchw32 && f.ic.is_multiple_of(4) && f.oc.is_multiple_of(4) {
-                Decision::Convert(Layout::Nchw4, ConvKind::Dense)
+                Decision::Convert(Layout::Nchw4, ConvKind::Nchw4)
             } else {
                 keep("IC and OC must divide by the block")
             }

@@ -2,10 +2,13 @@
 //! the block (MegEngine's `PaddingChannelPass`, "weights only" as for NCHW44/88).
 //!
 //! Expects: a verified graph-level module with `graph.conv_bias`. Produces:
-//! - every group-1 float `graph.conv_bias` with `OC % P != 0` computes
-//!   `OC' = OC` rounded up to `P` channels: its weight and bias get `OC' - OC`
-//!   zero output channels (`graph.pad` of the weight and bias, folded by
-//!   `canonicalize` when they are constants), `z` is padded likewise;
+//! - every group-1 float or int8 (`x` and `w` qs8) `graph.conv_bias` with
+//!   `OC % P != 0` computes `OC' = OC` rounded up to `P` channels: its weight
+//!   and bias get `OC' - OC` zero output channels (`graph.pad` of the weight and
+//!   bias, folded by `canonicalize` when they are constants), `z` is padded
+//!   likewise. Quantised types pad with the real value 0, which is the stored 0
+//!   (qs8 / qs32 have zero point 0), so padded int8 channels hold the
+//!   requantised `nl(0)`, finite as in the float case;
 //! - readers that handle padded channels read the padded tensor: a group-1
 //!   `conv_bias` (its weight gets zero input channels, so the extra channels
 //!   contribute nothing), `pooling`, `global_avg_pool`, `adaptive_pooling`,
@@ -36,7 +39,7 @@
 use super::{attrs_of, bodies, build, dim, ints, is_scalar_like, string, take_name};
 use std::collections::HashMap;
 use strata_ir::pass::{Changed, OptionKind, OptionSpec, Pass, PassError, PassInfo, PassOptions, PassStats};
-use strata_ir::{AttrData, Context, FloatBits, OpId, Rewriter, ValueId, attr_kind, registry::attr_kind::Get};
+use strata_ir::{AttrData, Context, ElemType, FloatBits, OpId, Rewriter, ValueId, attr_kind, registry::attr_kind::Get};
 
 /// The pass.
 #[derive(Debug)]
@@ -158,7 +161,7 @@ impl PaddingChannel {
         Ok(())
     }
 
-    /// A group-1 float conv: pads its input channels to a padded input, and its
+    /// A group-1 float or qs8 conv: pads its input channels to a padded input, and its
     /// output channels to the block.
     fn conv(
         &self,
@@ -170,9 +173,11 @@ impl PaddingChannel {
     ) -> Result<Option<(ValueId, Option<u64>)>, String> {
         let ctx = rw.ctx();
         let group = ctx.op_attr(op, "group").and_then(|a| attr_kind::Int::get(ctx, a)).unwrap_or(1);
-        let float = ctx.value_tensor(operands[0]).is_some_and(|t| t.elem.is_float() && t.shape.len() == 4);
+        let elem = |v: ValueId| ctx.value_tensor(v).filter(|t| t.shape.len() == 4).map(|t| t.elem);
+        let float = elem(operands[0]).is_some_and(|e| e.is_float());
+        let int8 = matches!((elem(operands[0]), elem(operands[1])), (Some(ElemType::QS8(_)), Some(ElemType::QS8(_))));
         let Some(oc) = dim(ctx, operands[1], 0) else { return Ok(None) };
-        if group != 1 || !float || dim(ctx, operands[2], 1) != Some(oc) {
+        if group != 1 || !(float || int8) || dim(ctx, operands[2], 1) != Some(oc) {
             return Ok(None);
         }
         let (mut x, mut w, mut b) = (operands[0], operands[1], operands[2]);
