@@ -199,6 +199,21 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The plan that only converts an `in_layout` image to `dtype` (no steps,
+    /// no padding, same layout out).
+    pub fn convert(in_layout: ImageLayout, dtype: ElemType) -> Plan {
+        Plan {
+            in_layout,
+            out_layout: in_layout,
+            dtype,
+            out_dtype: dtype,
+            steps: Vec::new(),
+            pad_channels: 0,
+            block: None,
+            warp: None,
+        }
+    }
+
     /// Reads the attributes through `get` (attribute by key).
     pub fn read(ctx: &Context, get: impl Fn(&str) -> Option<Attr>) -> Result<Plan, String> {
         let str_of = |key: &str| -> Result<Option<&str>, String> {
@@ -601,16 +616,7 @@ mod tests {
     }
 
     fn base(in_layout: ImageLayout, dtype: ElemType) -> Plan {
-        Plan {
-            in_layout,
-            out_layout: in_layout,
-            dtype,
-            out_dtype: dtype,
-            steps: Vec::new(),
-            pad_channels: 0,
-            block: None,
-            warp: None,
-        }
+        Plan::convert(in_layout, dtype)
     }
 
     fn image(elem: ElemType, shape: &[usize], seed: u64) -> TensorData {

@@ -82,16 +82,7 @@ struct Fused {
 impl Fused {
     /// The op converting `x` to `dtype` and nothing else (read as NCHW).
     fn convert(x: Id, dtype: ElemType) -> Fused {
-        let plan = Plan {
-            in_layout: ImageLayout::Nchw,
-            out_layout: ImageLayout::Nchw,
-            dtype,
-            out_dtype: dtype,
-            steps: Vec::new(),
-            pad_channels: 0,
-            block: None,
-            warp: None,
-        };
+        let plan = Plan::convert(ImageLayout::Nchw, dtype);
         Fused { x, mat: None, consts: Vec::new(), plan }
     }
 
