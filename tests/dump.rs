@@ -455,7 +455,7 @@ fn layout_and_f16_dumps_pass_their_testcases() {
         ("enable_io16xc32", 1e-2, "graph.typecvt"),
         ("enable_ioc16", 1e-2, "graph.typecvt"),
     ];
-    // Every zoo model but resnet50 (its reference runs are too slow for a debug test).
+    // Every zoo model but resnet50 (below; image models at 32×32).
     for name in ["mlp", "lenet", "resblock", "preprocess_net", "resnet18", "mobilenet_v2"] {
         let t = traced_small(name);
         let data = if name == "preprocess_net" { "#rand(0,255)" } else { "#rand(-1,1)" };
@@ -478,6 +478,17 @@ fn layout_and_f16_dumps_pass_their_testcases() {
             assert!(results.iter().all(|r| r.passed()), "{name} {option}: {results:?}");
         }
     }
+    // resnet50 (slow in a debug build, so one layout): folding batch norm moves
+    // f32 rounding, which its random weights amplify (tests/zoo.rs), hence 1e-3.
+    // In f16 its activations overflow the f16 range (the error is ~1.6), so the
+    // f16 options are not run on it.
+    let t = traced_small("resnet50");
+    let mut opts = DumpOptions { input_data: vec!["#rand(-1,1)".into()], maxerr: 1e-3, ..Default::default() };
+    opts.inference.enable_nchw88 = true;
+    let path = dir.path("resnet50-nchw88.smdl");
+    t.dump(&path, &opts).unwrap();
+    assert!(strata::load(&path).unwrap().run_testcases().unwrap().iter().all(|r| r.passed()), "resnet50 nchw88");
+
     // The same through `strata run`, with the layout applied at load instead.
     let plain = dir.path("plain.smdl");
     traced_small("resblock")
