@@ -181,6 +181,19 @@ pub enum WeightFormat {
     Chwn4,
     /// `[G, OCPG, ICPG/4, FH, FW, 4(ic)]`: MegEngine's NCHW4 group filter (block 4, `OCPG % 4 == 0`).
     Nchw4Group,
+    /// `[G/4, 1, 1, FH, FW, 4]` for `ICPG = OCPG = 1` in `#nchw4`: the channel-wise
+    /// NCHW4 filter (the `channelwise` arrangement with block 4; strata's choice,
+    /// the reference does not give MegEngine's).
+    Nchw4ChannelWise,
+    /// `[G, OCPG, ICPG/32, FH, FW, 32(ic)]`: strata's NCHW32 group filter (MegEngine
+    /// keeps group convs in NCHW4); `ICPG % 32 == 0`, `OCPG % 32 == 0`.
+    Nchw32Group,
+    /// `[G, ICPG/4, FH, FW, OCPG, 4(ic)]`: strata's CHWN4 group filter (MegEngine
+    /// keeps group convs in NCHW4); `ICPG % 4 == 0`, `OCPG % 4 == 0`.
+    Chwn4Group,
+    /// `[OC/4, FH, FW, IC, 4(oc)]`: strata's NHWCD4 dense filter (group 1, block 4;
+    /// MegEngine's image filter layouts are not mirrored).
+    Nhwcd4,
 }
 
 const FORMATS: &[(&str, WeightFormat)] = &[
@@ -194,6 +207,10 @@ const FORMATS: &[(&str, WeightFormat)] = &[
     ("nchw32", WeightFormat::Nchw32),
     ("chwn4", WeightFormat::Chwn4),
     ("nchw4_group", WeightFormat::Nchw4Group),
+    ("nchw4_channelwise", WeightFormat::Nchw4ChannelWise),
+    ("nchw32_group", WeightFormat::Nchw32Group),
+    ("chwn4_group", WeightFormat::Chwn4Group),
+    ("nhwcd4", WeightFormat::Nhwcd4),
 ];
 
 impl WeightFormat {
@@ -216,11 +233,12 @@ impl WeightFormat {
             WeightFormat::Dense => "[OC/P, IC/P, FH, FW, P, P]",
             WeightFormat::Dot => "[OC/P, IC/P, FH, FW, P, P]",
             WeightFormat::Group | WeightFormat::GroupDot => "[G, OCPG/P, ICPG/P, FH, FW, P, P]",
-            WeightFormat::ChannelWise => "[G/P, 1, 1, FH, FW, P]",
-            WeightFormat::Hybrid => "[OC/P, FH, FW, IC, P]",
+            WeightFormat::ChannelWise | WeightFormat::Nchw4ChannelWise => "[G/P, 1, 1, FH, FW, P]",
+            WeightFormat::Hybrid | WeightFormat::Nhwcd4 => "[OC/P, FH, FW, IC, P]",
             WeightFormat::Nchw4 | WeightFormat::Nchw32 => "[OC, IC/P, FH, FW, P]",
             WeightFormat::Chwn4 => "[IC/P, FH, FW, OC, P]",
-            WeightFormat::Nchw4Group => "[G, OCPG, ICPG/P, FH, FW, P]",
+            WeightFormat::Nchw4Group | WeightFormat::Nchw32Group => "[G, OCPG, ICPG/P, FH, FW, P]",
+            WeightFormat::Chwn4Group => "[G, ICPG/P, FH, FW, OCPG, P]",
         }
     }
 
@@ -228,8 +246,11 @@ impl WeightFormat {
     pub fn required_block(self) -> Option<u64> {
         match self {
             WeightFormat::Dot | WeightFormat::GroupDot | WeightFormat::Nchw4 | WeightFormat::Chwn4 => Some(4),
-            WeightFormat::Nchw4Group => Some(4),
-            WeightFormat::Nchw32 => Some(32),
+            WeightFormat::Nchw4Group
+            | WeightFormat::Nchw4ChannelWise
+            | WeightFormat::Chwn4Group
+            | WeightFormat::Nhwcd4 => Some(4),
+            WeightFormat::Nchw32 | WeightFormat::Nchw32Group => Some(32),
             _ => None,
         }
     }
@@ -242,6 +263,7 @@ impl WeightFormat {
             | WeightFormat::Nchw4
             | WeightFormat::Nchw32
             | WeightFormat::Chwn4
+            | WeightFormat::Nhwcd4
                 if group != 1 =>
             {
                 Err(format!("weight format `{}` needs group = 1, has group = {group}", self.name()))
@@ -271,20 +293,28 @@ impl WeightFormat {
             WeightFormat::Group | WeightFormat::GroupDot => {
                 vec![group, div(ocpg, "OC per group")?, div(icpg, "IC per group")?, fh, fw, p, p]
             }
-            WeightFormat::ChannelWise => {
+            WeightFormat::ChannelWise | WeightFormat::Nchw4ChannelWise => {
                 if icpg != 1 || ocpg != 1 {
                     return Err(format!(
-                        "weight format `channelwise` needs one input and one output channel per group, has {icpg} and {ocpg}"
+                        "weight format `{name}` needs one input and one output channel per group, has {icpg} and {ocpg}"
                     ));
                 }
                 vec![div(group, "G")?, 1, 1, fh, fw, p]
             }
             WeightFormat::Hybrid => vec![div(oc, "OC")?, fh, fw, icpg, p],
+            WeightFormat::Nhwcd4 => {
+                div(icpg, "IC")?;
+                vec![div(oc, "OC")?, fh, fw, icpg, p]
+            }
             WeightFormat::Nchw4 | WeightFormat::Nchw32 => vec![oc, div(icpg, "IC")?, fh, fw, p],
             WeightFormat::Chwn4 => vec![div(icpg, "IC")?, fh, fw, oc, p],
-            WeightFormat::Nchw4Group => {
+            WeightFormat::Nchw4Group | WeightFormat::Nchw32Group => {
                 div(ocpg, "OC per group")?;
                 vec![group, ocpg, div(icpg, "IC per group")?, fh, fw, p]
+            }
+            WeightFormat::Chwn4Group => {
+                div(ocpg, "OC per group")?;
+                vec![group, div(icpg, "IC per group")?, fh, fw, ocpg, p]
             }
         })
     }
@@ -310,20 +340,30 @@ impl WeightFormat {
             WeightFormat::Group | WeightFormat::GroupDot if s.len() == 7 && s[5] == p && s[6] == p && s[0] == group => {
                 [mul(mul(s[1], p)?, group)?, mul(s[2], p)?, s[3], s[4]]
             }
-            WeightFormat::ChannelWise if s.len() == 6 && s[1] == 1 && s[2] == 1 && s[5] == p => {
+            WeightFormat::ChannelWise | WeightFormat::Nchw4ChannelWise
+                if s.len() == 6 && s[1] == 1 && s[2] == 1 && s[5] == p =>
+            {
                 let g = mul(s[0], p)?;
                 if g != group {
-                    return Err(format!("a `channelwise` weight of {g} channels needs group = {g}, has {group}"));
+                    return Err(format!("a `{}` weight of {g} channels needs group = {g}, has {group}", self.name()));
                 }
                 [g, 1, s[3], s[4]]
             }
             WeightFormat::Hybrid if s.len() == 5 && s[4] == p => [mul(s[0], p)?, s[3], s[1], s[2]],
+            WeightFormat::Nhwcd4 if s.len() == 5 && s[4] == p && s[3].is_multiple_of(p) => {
+                [mul(s[0], p)?, s[3], s[1], s[2]]
+            }
             WeightFormat::Nchw4 | WeightFormat::Nchw32 if s.len() == 5 && s[4] == p => {
                 [s[0], mul(s[1], p)?, s[2], s[3]]
             }
             WeightFormat::Chwn4 if s.len() == 5 && s[4] == p => [s[3], mul(s[0], p)?, s[1], s[2]],
-            WeightFormat::Nchw4Group if s.len() == 6 && s[5] == p && s[0] == group && s[1].is_multiple_of(p) => {
+            WeightFormat::Nchw4Group | WeightFormat::Nchw32Group
+                if s.len() == 6 && s[5] == p && s[0] == group && s[1].is_multiple_of(p) =>
+            {
                 [mul(s[1], group)?, mul(s[2], p)?, s[3], s[4]]
+            }
+            WeightFormat::Chwn4Group if s.len() == 6 && s[5] == p && s[0] == group && s[4].is_multiple_of(p) => {
+                [mul(s[4], group)?, mul(s[1], p)?, s[2], s[3]]
             }
             _ => return Err(bad()),
         };
@@ -340,11 +380,14 @@ impl WeightFormat {
                 let (a, b) = if self == WeightFormat::Group { (ic % p, o % p) } else { (o % p, ic % p) };
                 vec![g, o / p, ic / p, kh, kw, a, b]
             }
-            WeightFormat::ChannelWise => vec![oc / p, 0, 0, kh, kw, oc % p],
-            WeightFormat::Hybrid => vec![oc / p, kh, kw, ic, oc % p],
+            WeightFormat::ChannelWise | WeightFormat::Nchw4ChannelWise => vec![oc / p, 0, 0, kh, kw, oc % p],
+            WeightFormat::Hybrid | WeightFormat::Nhwcd4 => vec![oc / p, kh, kw, ic, oc % p],
             WeightFormat::Nchw4 | WeightFormat::Nchw32 => vec![oc, ic / p, kh, kw, ic % p],
             WeightFormat::Chwn4 => vec![ic / p, kh, kw, oc, ic % p],
-            WeightFormat::Nchw4Group => vec![oc / ocpg, oc % ocpg, ic / p, kh, kw, ic % p],
+            WeightFormat::Nchw4Group | WeightFormat::Nchw32Group => {
+                vec![oc / ocpg, oc % ocpg, ic / p, kh, kw, ic % p]
+            }
+            WeightFormat::Chwn4Group => vec![oc / ocpg, ic / p, kh, kw, oc % ocpg, ic % p],
         }
     }
 
@@ -454,7 +497,41 @@ mod tests {
         assert_eq!(p.shape(), &[2, 4, 2, 1, 2, 4]);
         assert_eq!(p.get_f64(linear(&[1, 2, 1, 0, 1, 1], p.shape())), at(l, [6, 5, 0, 1]));
         assert_eq!(WeightFormat::Nchw4Group.unpack(4, 2, &p).unwrap(), w);
+        // NCHW4 channel-wise: [G/4, 1, 1, FH, FW, 4]; w[oc=6, 0, kh=1, kw=2] of [8, 1, 3, 3] at [1, 0, 0, 1, 2, 2].
+        let l = [8, 1, 3, 3];
+        let w = iota(&l);
+        let p = WeightFormat::Nchw4ChannelWise.pack(4, 8, &w).unwrap();
+        assert_eq!(p.shape(), &[2, 1, 1, 3, 3, 4]);
+        assert_eq!(p.get_f64(linear(&[1, 0, 0, 1, 2, 2], p.shape())), at(l, [6, 0, 1, 2]));
+        assert_eq!(WeightFormat::Nchw4ChannelWise.unpack(4, 8, &p).unwrap(), w);
+        // NCHW32 group: [G, OCPG, ICPG/32, FH, FW, 32]; G = 2, OCPG = 32, ICPG = 64:
+        // w[oc=40 (g 1, o 8), ic=37, 0, 0] of [64, 64, 1, 1] at [1, 8, 1, 0, 0, 5].
+        let l = [64, 64, 1, 1];
+        let w = iota(&l);
+        let p = WeightFormat::Nchw32Group.pack(32, 2, &w).unwrap();
+        assert_eq!(p.shape(), &[2, 32, 2, 1, 1, 32]);
+        assert_eq!(p.get_f64(linear(&[1, 8, 1, 0, 0, 5], p.shape())), at(l, [40, 37, 0, 0]));
+        assert_eq!(WeightFormat::Nchw32Group.unpack(32, 2, &p).unwrap(), w);
+        // CHWN4 group: [G, ICPG/4, FH, FW, OCPG, 4]; G = 2, OCPG = 4, ICPG = 8:
+        // w[oc=6 (g 1, o 2), ic=5, kh=0, kw=1] of [8, 8, 1, 2] at [1, 1, 0, 1, 2, 1].
+        let l = [8, 8, 1, 2];
+        let w = iota(&l);
+        let p = WeightFormat::Chwn4Group.pack(4, 2, &w).unwrap();
+        assert_eq!(p.shape(), &[2, 2, 1, 2, 4, 4]);
+        assert_eq!(p.get_f64(linear(&[1, 1, 0, 1, 2, 1], p.shape())), at(l, [6, 5, 0, 1]));
+        assert_eq!(WeightFormat::Chwn4Group.unpack(4, 2, &p).unwrap(), w);
+        // NHWCD4 (strata's): [OC/4, FH, FW, IC, 4]; w[oc=5, ic=7, kh=2, kw=0] of [8, 8, 3, 2] at [1, 2, 0, 7, 1].
+        let l = [8, 8, 3, 2];
+        let w = iota(&l);
+        let p = WeightFormat::Nhwcd4.pack(4, 1, &w).unwrap();
+        assert_eq!(p.shape(), &[2, 3, 2, 8, 4]);
+        assert_eq!(p.get_f64(linear(&[1, 2, 0, 7, 1], p.shape())), at(l, [5, 7, 2, 0]));
+        assert_eq!(WeightFormat::Nhwcd4.unpack(4, 1, &p).unwrap(), w);
         // Preconditions.
+        let e = WeightFormat::Nchw32Group.pack_dims(32, 2, [64, 16, 1, 1]).unwrap_err();
+        assert!(e.contains("IC per group = 16 is not divisible by 32"), "{e}");
+        let e = WeightFormat::Nhwcd4.pack_dims(4, 1, [8, 6, 1, 1]).unwrap_err();
+        assert!(e.contains("IC = 6 is not divisible by 4"), "{e}");
         let e = WeightFormat::Nchw4.pack_dims(4, 1, [8, 6, 3, 3]).unwrap_err();
         assert!(e.contains("IC = 6 is not divisible by 4"), "{e}");
         let e = WeightFormat::Nchw4Group.pack_dims(4, 2, [12, 8, 1, 1]).unwrap_err();

@@ -33,7 +33,8 @@ define_op! {
 define_op! {
     /// Packs an OIHW convolution weight `[OC, IC/G, FH, FW]` into a blocked
     /// weight format (`dense`, `dot`, `group`, `group_dot`, `channelwise`, `hybrid`,
-    /// and MegEngine's int8 GPU filters `nchw4`, `nchw32`, `chwn4`, `nchw4_group`).
+    /// MegEngine's int8 GPU filters `nchw4`, `nchw32`, `chwn4`, `nchw4_group`, and
+    /// `nchw4_channelwise`, `nchw32_group`, `chwn4_group`, `nhwcd4` (strata's)).
     pub struct WeightOp = "layout.weight" {
         summary: "pack an OIHW convolution weight into a blocked weight format",
         operands: [w],
@@ -359,9 +360,10 @@ fn conv_layout(cx: &OpCx<'_>) -> Result<ConvLayout, String> {
         return Err(format!("attribute `group` must be at least 1, is {group}"));
     }
     let need = match wf {
-        WeightFormat::Nchw4 | WeightFormat::Nchw4Group => Some(Layout::Nchw4),
-        WeightFormat::Nchw32 => Some(Layout::Nchw32),
-        WeightFormat::Chwn4 => Some(Layout::Chwn4),
+        WeightFormat::Nchw4 | WeightFormat::Nchw4Group | WeightFormat::Nchw4ChannelWise => Some(Layout::Nchw4),
+        WeightFormat::Nchw32 | WeightFormat::Nchw32Group => Some(Layout::Nchw32),
+        WeightFormat::Chwn4 | WeightFormat::Chwn4Group => Some(Layout::Chwn4),
+        WeightFormat::Nhwcd4 => Some(Layout::Nhwcd4),
         _ => None,
     };
     if let Some(need) = need

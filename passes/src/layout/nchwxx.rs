@@ -22,8 +22,8 @@
 //! |---|---|---|
 //! | `nchw88`, `nchw44` | float | `dense` (`IC % P == 0`, `OC % P == 0`), `hybrid` (`IC < P`, kernel ok), `channelwise` (`ICPG = OCPG = 1`, `G % P == 0`), `group` (`ICPG`, `OCPG` % P == 0) |
 //! | `nchw44_dot` | qs8 and float | qs8: `dot`, `hybrid`, `group_dot` in `#nchw44_dot`, `channelwise` in `#nchw44`; float: as `nchw44` |
-//! | `nchw4`, `nchw32`, `chwn4` | qs8, group 1, `IC % P == 0` and `OC % P == 0`; qs8 group convs with `ICPG % 4 == 0`, `OCPG % 4 == 0` | MegEngine's filters `nchw4` `[OC, IC/4, FH, FW, 4]`, `nchw32` `[OC, IC/32, FH, FW, 32]`, `chwn4` `[IC/4, FH, FW, OC, 4]`; group convs `nchw4_group` `[G, OCPG, ICPG/4, FH, FW, 4]` in `#nchw4` under all three; `nchw32` falls back to `#nchw4` for convs with only `% 4` (MegEngine runs NCHW4 first) |
-//! | `nhwcd4` | float (no hybrid form) | `dense`, `channelwise`, `group` with block 4 (`#nhwcd4`) |
+//! | `nchw4`, `nchw32`, `chwn4` | qs8, group 1, `IC % P == 0` and `OC % P == 0`; qs8 group convs with `ICPG % 4 == 0`, `OCPG % 4 == 0` | MegEngine's filters `nchw4` `[OC, IC/4, FH, FW, 4]`, `nchw32` `[OC, IC/32, FH, FW, 32]`, `chwn4` `[IC/4, FH, FW, OC, 4]`; group convs in the layout itself when the group sizes divide its block (`nchw32_group`, `chwn4_group`, strata's), else `nchw4_group` `[G, OCPG, ICPG/4, FH, FW, 4]` in `#nchw4`; channel-wise (`G % 4 == 0`) `nchw4_channelwise` in `#nchw4`; `IC < 4` (NCHW_NCHW4_IC_SMALL): `x` and `w` zero-padded to 4 input channels, `nchw4` in `#nchw4`; `nchw32` falls back to `#nchw4` for convs with only `% 4` (MegEngine runs NCHW4 first) |
+//! | `nhwcd4` | float (no hybrid form) | `nhwcd4` (strata's dense filter `[OC/4, FH, FW, IC, 4]`), `channelwise`, `group` with block 4 (`#nhwcd4`) |
 //! | `nchw64` | nothing: refused (MegEngine's int4 layout; strata has no 4-bit type) | — |
 //!
 //! Every other convolution stays NCHW (with a remark; its blocked inputs are
@@ -63,6 +63,7 @@
 //! return(%3)
 //! ```
 
+use super::padding_channel::pad_axis;
 use super::{attrs_of, bodies, build, dim, int, is_scalar_like, layout_attr, relayout, string, take_name};
 use std::collections::HashMap;
 use strata_dialects::layout::format::spatial_axes;
@@ -169,12 +170,13 @@ impl Nchwxx {
     fn check_precondition(&self, ctx: &Context, module: OpId) -> Result<(), String> {
         let what = match self.layout {
             Layout::Nchw4 | Layout::Chwn4 => {
-                "qs8 `graph.conv_bias` with group 1, IC % 4 == 0 and OC % 4 == 0 (or a group conv with \
-                 ICPG % 4 == 0 and OCPG % 4 == 0, in #nchw4)"
+                "qs8 `graph.conv_bias` with group 1, IC % 4 == 0 (or IC < 4, padded) and OC % 4 == 0 (or a group \
+                 conv with ICPG % 4 == 0 and OCPG % 4 == 0, or a channel-wise conv with G % 4 == 0)"
             }
             Layout::Nchw32 => {
-                "qs8 `graph.conv_bias` with group 1, IC % 4 == 0 and OC % 4 == 0 (% 32 for #nchw32 itself; or a \
-                 group conv with ICPG % 4 == 0 and OCPG % 4 == 0, in #nchw4)"
+                "qs8 `graph.conv_bias` with group 1, IC % 4 == 0 (or IC < 4, padded) and OC % 4 == 0 (% 32 for \
+                 #nchw32 itself; or a group conv with ICPG % 4 == 0 and OCPG % 4 == 0, or a channel-wise conv with \
+                 G % 4 == 0)"
             }
             Layout::Nhwcd4 => {
                 "float `graph.conv_bias` with IC % 4 == 0 and OC % 4 == 0 (or channel-wise / group-packable)"
@@ -226,6 +228,16 @@ enum ConvKind {
     Nchw32,
     Chwn4,
     Nchw4Group,
+    /// Channel-wise (`ICPG = OCPG = 1`) in `#nchw4`.
+    Nchw4ChannelWise,
+    /// Group convs in `#nchw32` / `#chwn4` themselves (strata's filters).
+    Nchw32Group,
+    Chwn4Group,
+    /// `IC < 4` in `#nchw4`: input and weight zero-padded to 4 input channels
+    /// (MegEngine's `NCHW_NCHW4_IC_SMALL`), then the `nchw4` filter.
+    Nchw4IcSmall,
+    /// Dense convs in `#nhwcd4` (strata's filter).
+    Nhwcd4,
 }
 
 impl ConvKind {
@@ -241,6 +253,11 @@ impl ConvKind {
             ConvKind::Nchw32 => "nchw32",
             ConvKind::Chwn4 => "chwn4",
             ConvKind::Nchw4Group => "nchw4_group",
+            ConvKind::Nchw4ChannelWise => "nchw4_channelwise",
+            ConvKind::Nchw32Group => "nchw32_group",
+            ConvKind::Chwn4Group => "chwn4_group",
+            ConvKind::Nchw4IcSmall => "nchw4",
+            ConvKind::Nhwcd4 => "nhwcd4",
         }
     }
 }
@@ -394,9 +411,23 @@ fn decide(ctx: &Context, op: OpId, mode: Layout) -> Decision {
                 return keep("only qs8 convolutions convert to this layout");
             }
             if f.group != 1 {
-                // MegEngine's NCHW4 group filter; NCHW32 / CHWN4 run NCHW4 first and keep these in it.
+                // Channel-wise: the NCHW4 channel-wise filter (in #nchw4 under every mode).
+                // Group: #nchw32 / #chwn4 themselves when the group sizes divide their block
+                // (strata's filters), else MegEngine's NCHW4 group filter (NCHW32 / CHWN4 run
+                // NCHW4 first and keep these in it).
                 let ocpg = f.oc / f.group;
-                return if f.icpg.is_multiple_of(4) && ocpg.is_multiple_of(4) {
+                let divides = |p: u64| f.icpg.is_multiple_of(p) && ocpg.is_multiple_of(p);
+                return if f.icpg == 1 && ocpg == 1 {
+                    if f.group.is_multiple_of(4) {
+                        Decision::Convert(Layout::Nchw4, ConvKind::Nchw4ChannelWise)
+                    } else {
+                        keep("channel-wise convolutions need G % 4 == 0 for #nchw4")
+                    }
+                } else if mode == Layout::Nchw32 && divides(32) {
+                    Decision::Convert(Layout::Nchw32, ConvKind::Nchw32Group)
+                } else if mode == Layout::Chwn4 && divides(4) {
+                    Decision::Convert(Layout::Chwn4, ConvKind::Chwn4Group)
+                } else if divides(4) {
                     Decision::Convert(Layout::Nchw4, ConvKind::Nchw4Group)
                 } else {
                     keep("group convolutions need ICPG % 4 == 0 and OCPG % 4 == 0 for #nchw4")
@@ -412,6 +443,10 @@ fn decide(ctx: &Context, op: OpId, mode: Layout) -> Decision {
                 Decision::Convert(mode, kind)
             } else if mode == Layout::Nchw32 && f.ic.is_multiple_of(4) && f.oc.is_multiple_of(4) {
                 Decision::Convert(Layout::Nchw4, ConvKind::Nchw4)
+            } else if f.ic < 4 && f.oc.is_multiple_of(4) {
+                // MegEngine's NCHW_NCHW4_IC_SMALL (also the first conv under NCHW32 / CHWN4,
+                // which run NCHW4 first).
+                Decision::Convert(Layout::Nchw4, ConvKind::Nchw4IcSmall)
             } else {
                 keep("IC and OC must divide by the block")
             }
@@ -421,6 +456,7 @@ fn decide(ctx: &Context, op: OpId, mode: Layout) -> Decision {
                 return keep("only float convolutions convert to #nhwcd4");
             }
             match f.nchwxx(4, false, false) {
+                Some(ConvKind::Dense) => Decision::Convert(mode, ConvKind::Nhwcd4),
                 Some(k) => Decision::Convert(mode, k),
                 None => keep("channels not blocked"),
             }
@@ -512,6 +548,13 @@ impl State {
         let group = ctx.op_attr(op, "group").and_then(|a| attr_kind::Int::get(ctx, a)).unwrap_or(1).max(1);
         let p = l.block().expect("invariant: a blocked layout") as i64;
         let desc = describe(ctx, op);
+        let (x, w) = if kind == ConvKind::Nchw4IcSmall {
+            // Zero input channels up to 4 in the activation and the weight.
+            let extra = 4 - dim(rw.ctx(), x, 1).expect("invariant: decided on a fixed IC");
+            (pad_axis(rw, x, 1, extra, op)?, pad_axis(rw, w, 1, extra, op)?)
+        } else {
+            (x, w)
+        };
         let xin = if kind == ConvKind::Hybrid { x } else { self.get_in(rw, x, l, op)? };
         let mut wattrs = vec![("format".to_string(), string(rw, kind.format())), ("block".into(), int(rw, p))];
         if group > 1 {
@@ -526,8 +569,10 @@ impl State {
         attrs.push(("format".into(), layout_attr(rw, l)));
         attrs.push(("weight_format".into(), string(rw, kind.format())));
         let y = build(rw, "layout.conv_bias", &ops, attrs, op)?;
-        stats.remark(format!("{desc}: {} #{l}", kind.format()));
-        stats.add(&format!("convs-{}", kind.format()), 1);
+        let note = if kind == ConvKind::Nchw4IcSmall { " (IC zero-padded to 4)" } else { "" };
+        stats.remark(format!("{desc}: {} #{l}{note}", kind.format()));
+        let key = if kind == ConvKind::Nchw4IcSmall { "nchw4_ic_small" } else { kind.format() };
+        stats.add(&format!("convs-{key}"), 1);
         Ok(Some(y))
     }
 

@@ -106,7 +106,13 @@ impl Pass for PaddingChannel {
 }
 
 /// `graph.pad` of `v` with `extra` zero channels at the end of `axis` (rank 4).
-fn pad_axis(rw: &mut Rewriter<'_>, v: ValueId, axis: usize, extra: u64, at: OpId) -> Result<ValueId, String> {
+pub(crate) fn pad_axis(
+    rw: &mut Rewriter<'_>,
+    v: ValueId,
+    axis: usize,
+    extra: u64,
+    at: OpId,
+) -> Result<ValueId, String> {
     let mut after = [0i64; 4];
     after[axis] = extra as i64;
     let attrs = vec![
