@@ -76,17 +76,10 @@ pub struct Nchwxx {
     layout: Layout,
 }
 
-/// The layouts the pass converts to, in the order the option lists them.
-const LAYOUTS: [Layout; 8] = [
-    Layout::Nchw88,
-    Layout::Nchw44,
-    Layout::Nchw44Dot,
-    Layout::Nchw4,
-    Layout::Nchw32,
-    Layout::Chwn4,
-    Layout::Nchw64,
-    Layout::Nhwcd4,
-];
+/// The layouts the pass converts to: every blocked layout (all but NCHW and NHWC).
+fn blocked_layouts() -> impl Iterator<Item = Layout> {
+    Layout::ALL.into_iter().filter(|l| !matches!(l, Layout::Nchw | Layout::Nhwc))
+}
 
 /// Registry entry.
 pub const INFO: PassInfo = PassInfo {
@@ -114,10 +107,10 @@ pub const INFO: PassInfo = PassInfo {
             ("", b) => {
                 return Err(PassError::Options(format!("option `block` of pass `nchwxx` must be 8 or 4, got {b}")));
             }
-            (name, _) => match Layout::from_name(name).filter(|l| LAYOUTS.contains(l)) {
+            (name, _) => match Layout::from_name(name).filter(|&l| blocked_layouts().any(|b| b == l)) {
                 Some(l) => l,
                 None => {
-                    let all: Vec<_> = LAYOUTS.iter().map(|l| l.name()).collect();
+                    let all: Vec<_> = blocked_layouts().map(|l| l.name()).collect();
                     return Err(PassError::Options(format!(
                         "option `layout` of pass `nchwxx` must be one of {}, got `{name}`",
                         all.join(", ")
