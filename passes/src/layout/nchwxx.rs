@@ -66,7 +66,7 @@
 use super::padding_channel::pad_axis;
 use super::{attrs_of, bodies, build, dim, int, is_scalar_like, layout_attr, relayout, string, take_name};
 use std::collections::HashMap;
-use strata_dialects::layout::format::spatial_axes;
+use strata_dialects::layout::format::{WeightFormat, spatial_axes};
 use strata_ir::pass::{Changed, OptionKind, OptionSpec, Pass, PassError, PassInfo, PassOptions, PassStats};
 use strata_ir::{Context, ElemType, Layout, OpId, Rewriter, ValueId, attr_kind, registry::attr_kind::Get};
 
@@ -180,7 +180,7 @@ impl Nchwxx {
         let mut first = None;
         for &op in &convs {
             match decide(ctx, op, self.layout) {
-                Decision::Convert(..) => return Ok(()),
+                Decision::Convert(..) | Decision::ConvertPaddingIc => return Ok(()),
                 Decision::Keep(why) => {
                     first.get_or_insert(why);
                 }
@@ -207,58 +207,13 @@ struct State {
     relayouted: HashMap<(ValueId, Layout), ValueId>,
 }
 
-/// How a convolution is converted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ConvKind {
-    Dense,
-    Dot,
-    Hybrid,
-    ChannelWise,
-    Group,
-    GroupDot,
-    /// MegEngine's NCHW4 / NCHW32 / CHWN4 filters (named like the layout).
-    Nchw4,
-    Nchw32,
-    Chwn4,
-    Nchw4Group,
-    /// Channel-wise (`ICPG = OCPG = 1`) in `#nchw4`.
-    Nchw4ChannelWise,
-    /// Group convs in `#nchw32` / `#chwn4` themselves (strata's filters).
-    Nchw32Group,
-    Chwn4Group,
-    /// `IC < 4` in `#nchw4`: input and weight zero-padded to 4 input channels
-    /// (MegEngine's `NCHW_NCHW4_IC_SMALL`), then the `nchw4` filter.
-    Nchw4IcSmall,
-    /// Dense convs in `#nhwcd4` (strata's filter).
-    Nhwcd4,
-}
-
-impl ConvKind {
-    fn format(self) -> &'static str {
-        match self {
-            ConvKind::Dense => "dense",
-            ConvKind::Dot => "dot",
-            ConvKind::Hybrid => "hybrid",
-            ConvKind::ChannelWise => "channelwise",
-            ConvKind::Group => "group",
-            ConvKind::GroupDot => "group_dot",
-            ConvKind::Nchw4 => "nchw4",
-            ConvKind::Nchw32 => "nchw32",
-            ConvKind::Chwn4 => "chwn4",
-            ConvKind::Nchw4Group => "nchw4_group",
-            ConvKind::Nchw4ChannelWise => "nchw4_channelwise",
-            ConvKind::Nchw32Group => "nchw32_group",
-            ConvKind::Chwn4Group => "chwn4_group",
-            ConvKind::Nchw4IcSmall => "nchw4",
-            ConvKind::Nhwcd4 => "nhwcd4",
-        }
-    }
-}
-
 /// The per-conv decision.
 enum Decision {
     /// Convert to this activation layout with this weight format.
-    Convert(Layout, ConvKind),
+    Convert(Layout, WeightFormat),
+    /// `IC < 4` in `#nchw4`: zero-pad the input and the weight to 4 input
+    /// channels (MegEngine's `NCHW_NCHW4_IC_SMALL`), then the `nchw4` filter.
+    ConvertPaddingIc,
     /// Stay NCHW, for this reason.
     Keep(String),
 }
@@ -328,20 +283,20 @@ impl ConvFacts {
 
     /// The NCHWxx decision (dense, hybrid, channel-wise, group) with block `p`,
     /// `dot` selecting the int8 dot-product weight formats.
-    fn nchwxx(&self, p: u64, dot: bool, hybrid: bool) -> Option<ConvKind> {
+    fn nchwxx(&self, p: u64, dot: bool, hybrid: bool) -> Option<WeightFormat> {
         let ocpg = self.oc / self.group;
         if self.group == 1 {
             if self.ic.is_multiple_of(p) && self.oc.is_multiple_of(p) {
-                Some(if dot { ConvKind::Dot } else { ConvKind::Dense })
+                Some(if dot { WeightFormat::Dot } else { WeightFormat::Dense })
             } else if hybrid && self.ic < p && self.oc.is_multiple_of(p) && self.hybrid_ok(p) {
-                Some(ConvKind::Hybrid)
+                Some(WeightFormat::Hybrid)
             } else {
                 None
             }
         } else if self.icpg == 1 && ocpg == 1 && self.group.is_multiple_of(p) {
-            Some(ConvKind::ChannelWise)
+            Some(WeightFormat::ChannelWise)
         } else if self.icpg.is_multiple_of(p) && ocpg.is_multiple_of(p) {
-            Some(if dot { ConvKind::GroupDot } else { ConvKind::Group })
+            Some(if dot { WeightFormat::GroupDot } else { WeightFormat::Group })
         } else {
             None
         }
@@ -394,7 +349,7 @@ fn decide(ctx: &Context, op: OpId, mode: Layout) -> Decision {
                 return keep("only qs8 and float convolutions convert");
             }
             match f.nchwxx(4, true, true) {
-                Some(ConvKind::ChannelWise) => Decision::Convert(Layout::Nchw44, ConvKind::ChannelWise),
+                Some(WeightFormat::ChannelWise) => Decision::Convert(Layout::Nchw44, WeightFormat::ChannelWise),
                 Some(k) => Decision::Convert(Layout::Nchw44Dot, k),
                 None => keep("channels not blocked"),
             }
@@ -412,34 +367,34 @@ fn decide(ctx: &Context, op: OpId, mode: Layout) -> Decision {
                 let divides = |p: u64| f.icpg.is_multiple_of(p) && ocpg.is_multiple_of(p);
                 return if f.icpg == 1 && ocpg == 1 {
                     if f.group.is_multiple_of(4) {
-                        Decision::Convert(Layout::Nchw4, ConvKind::Nchw4ChannelWise)
+                        Decision::Convert(Layout::Nchw4, WeightFormat::Nchw4ChannelWise)
                     } else {
                         keep("channel-wise convolutions need G % 4 == 0 for #nchw4")
                     }
                 } else if mode == Layout::Nchw32 && divides(32) {
-                    Decision::Convert(Layout::Nchw32, ConvKind::Nchw32Group)
+                    Decision::Convert(Layout::Nchw32, WeightFormat::Nchw32Group)
                 } else if mode == Layout::Chwn4 && divides(4) {
-                    Decision::Convert(Layout::Chwn4, ConvKind::Chwn4Group)
+                    Decision::Convert(Layout::Chwn4, WeightFormat::Chwn4Group)
                 } else if divides(4) {
-                    Decision::Convert(Layout::Nchw4, ConvKind::Nchw4Group)
+                    Decision::Convert(Layout::Nchw4, WeightFormat::Nchw4Group)
                 } else {
                     keep("group convolutions need ICPG % 4 == 0 and OCPG % 4 == 0 for #nchw4")
                 };
             }
             let p = mode.block().unwrap_or(4);
             let kind = match mode {
-                Layout::Nchw32 => ConvKind::Nchw32,
-                Layout::Chwn4 => ConvKind::Chwn4,
-                _ => ConvKind::Nchw4,
+                Layout::Nchw32 => WeightFormat::Nchw32,
+                Layout::Chwn4 => WeightFormat::Chwn4,
+                _ => WeightFormat::Nchw4,
             };
             if f.ic.is_multiple_of(p) && f.oc.is_multiple_of(p) {
                 Decision::Convert(mode, kind)
             } else if mode == Layout::Nchw32 && f.ic.is_multiple_of(4) && f.oc.is_multiple_of(4) {
-                Decision::Convert(Layout::Nchw4, ConvKind::Nchw4)
+                Decision::Convert(Layout::Nchw4, WeightFormat::Nchw4)
             } else if f.ic < 4 && f.oc.is_multiple_of(4) {
                 // MegEngine's NCHW_NCHW4_IC_SMALL (also the first conv under NCHW32 / CHWN4,
                 // which run NCHW4 first).
-                Decision::Convert(Layout::Nchw4, ConvKind::Nchw4IcSmall)
+                Decision::ConvertPaddingIc
             } else {
                 keep("IC and OC must divide by the block")
             }
@@ -449,7 +404,7 @@ fn decide(ctx: &Context, op: OpId, mode: Layout) -> Decision {
                 return keep("only float convolutions convert to #nhwcd4");
             }
             match f.nchwxx(4, false, false) {
-                Some(ConvKind::Dense) => Decision::Convert(mode, ConvKind::Nhwcd4),
+                Some(WeightFormat::Dense) => Decision::Convert(mode, WeightFormat::Nhwcd4),
                 Some(k) => Decision::Convert(mode, k),
                 None => keep("channels not blocked"),
             }
@@ -527,8 +482,9 @@ impl State {
     }
 
     fn conv(&mut self, rw: &mut Rewriter<'_>, op: OpId, stats: &mut PassStats) -> Result<Option<ValueId>, String> {
-        let (l, kind) = match decide(rw.ctx(), op, self.mode) {
-            Decision::Convert(l, k) => (l, k),
+        let (l, kind, pad_ic) = match decide(rw.ctx(), op, self.mode) {
+            Decision::Convert(l, k) => (l, k, false),
+            Decision::ConvertPaddingIc => (Layout::Nchw4, WeightFormat::Nchw4, true),
             Decision::Keep(why) => {
                 stats.remark(format!("stays NCHW: {why}"));
                 stats.add("convs-kept-nchw", 1);
@@ -541,15 +497,15 @@ impl State {
         let group = ctx.op_attr(op, "group").and_then(|a| attr_kind::Int::get(ctx, a)).unwrap_or(1).max(1);
         let p = l.block().expect("invariant: a blocked layout") as i64;
         let desc = describe(ctx, op);
-        let (x, w) = if kind == ConvKind::Nchw4IcSmall {
+        let (x, w) = if pad_ic {
             // Zero input channels up to 4 in the activation and the weight.
             let extra = 4 - dim(rw.ctx(), x, 1).expect("invariant: decided on a fixed IC");
             (pad_axis(rw, x, 1, extra, op)?, pad_axis(rw, w, 1, extra, op)?)
         } else {
             (x, w)
         };
-        let xin = if kind == ConvKind::Hybrid { x } else { self.get_in(rw, x, l, op)? };
-        let mut wattrs = vec![("format".to_string(), string(rw, kind.format())), ("block".into(), int(rw, p))];
+        let xin = if kind == WeightFormat::Hybrid { x } else { self.get_in(rw, x, l, op)? };
+        let mut wattrs = vec![("format".to_string(), string(rw, kind.name())), ("block".into(), int(rw, p))];
         if group > 1 {
             wattrs.push(("group".into(), int(rw, group)));
         }
@@ -560,11 +516,11 @@ impl State {
         }
         let mut attrs = attrs_of(rw.ctx(), op);
         attrs.push(("format".into(), layout_attr(rw, l)));
-        attrs.push(("weight_format".into(), string(rw, kind.format())));
+        attrs.push(("weight_format".into(), string(rw, kind.name())));
         let y = build(rw, "layout.conv_bias", &ops, attrs, op)?;
-        let note = if kind == ConvKind::Nchw4IcSmall { " (IC zero-padded to 4)" } else { "" };
-        stats.remark(format!("{desc}: {} #{l}{note}", kind.format()));
-        let key = if kind == ConvKind::Nchw4IcSmall { "nchw4_ic_small" } else { kind.format() };
+        let note = if pad_ic { " (IC zero-padded to 4)" } else { "" };
+        stats.remark(format!("{desc}: {} #{l}{note}", kind.name()));
+        let key = if pad_ic { "nchw4_ic_small" } else { kind.name() };
         stats.add(&format!("convs-{key}"), 1);
         Ok(Some(y))
     }
