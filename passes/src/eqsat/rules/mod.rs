@@ -102,10 +102,7 @@ pub fn rule_commuted<'c>(
     b: &str,
     build: Build,
 ) -> [Rewrite<Node, GraphAnalysis<'c>>; 2] {
-    [
-        rule(name, &format!("({head} {a} {b})"), build),
-        rule(&format!("{name}-commuted"), &format!("({head} {b} {a})"), build),
-    ]
+    commuted(name, head, a, b, build, false)
 }
 
 /// [`rule_commuted`] with [`rule_once`] rules.
@@ -116,9 +113,20 @@ pub fn rule_commuted_once<'c>(
     b: &str,
     build: Build,
 ) -> [Rewrite<Node, GraphAnalysis<'c>>; 2] {
+    commuted(name, head, a, b, build, true)
+}
+
+fn commuted<'c>(
+    name: &str,
+    head: &str,
+    a: &str,
+    b: &str,
+    build: Build,
+    once: bool,
+) -> [Rewrite<Node, GraphAnalysis<'c>>; 2] {
     [
-        rule_once(name, &format!("({head} {a} {b})"), build),
-        rule_once(&format!("{name}-commuted"), &format!("({head} {b} {a})"), build),
+        make_rule(name, &format!("({head} {a} {b})"), build, once),
+        make_rule(&format!("{name}-commuted"), &format!("({head} {b} {a})"), build, once),
     ]
 }
 
