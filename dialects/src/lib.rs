@@ -6,6 +6,8 @@
 //!   (`docs/graph-dialect.md`).
 //! - [`layout`]: blocked layouts (NCHW88, NCHW44, …), relayouts, packed
 //!   weights and the blocked forms of conv_bias and pooling (`docs/layout.md`).
+//! - [`loops`]: buffers, loop nests, scalar and 128-bit vector arithmetic,
+//!   kernel launches — what code generation consumes (`docs/loops.md`).
 //! - [`apply`]: one op outside a module (shape inference and evaluation), shared
 //!   by eager tensors and the tracer.
 //! - [`interp`]: runs a function op by op with each op's reference `eval`;
@@ -16,6 +18,7 @@ pub mod func;
 pub mod graph;
 pub mod interp;
 pub mod layout;
+pub mod loops;
 
 use std::sync::Arc;
 use strata_ir::{Context, Registry};
@@ -26,6 +29,7 @@ pub fn registry() -> Registry {
     func::register(&mut r);
     graph::register(&mut r);
     layout::register(&mut r);
+    loops::register(&mut r);
     r
 }
 

@@ -40,7 +40,7 @@ pub use registry::{
 };
 pub use rewriter::{InsertPoint, OpBuild, Rewriter};
 pub use tensor::{TensorData, TensorError};
-pub use types::{BufferType, Dim, ElemType, FuncType, Layout, QScale, TensorType, TypeData};
+pub use types::{BufferType, Dim, ElemType, FuncType, Layout, QScale, TensorType, TypeData, VectorType};
 pub use verify::{VerifyOptions, verify};
 
 #[cfg(test)]

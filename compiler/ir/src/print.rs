@@ -439,6 +439,9 @@ impl<'a> Printer<'a> {
                 self.out.push('>');
             }
             TypeData::Index => self.out.push_str("index"),
+            TypeData::Vector(v) => {
+                let _ = write!(self.out, "vec<{}x{}>", v.lanes, v.elem);
+            }
             TypeData::Scalar(e) => {
                 let _ = write!(self.out, "{e}");
             }

@@ -275,6 +275,26 @@ pub struct BufferType {
     pub strides: Option<Vec<i64>>,
 }
 
+/// A fixed-width SIMD vector type of the loops level (`vec<4xf32>`): `lanes`
+/// elements of a scalar element type. The loops dialect only creates 128-bit
+/// vectors (what Cranelift's x86-64 and aarch64 backends lower), but the type
+/// itself accepts any lane count so that the verifier, not the parser, says why
+/// one is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VectorType {
+    /// Number of lanes.
+    pub lanes: u32,
+    /// Lane element type.
+    pub elem: ElemType,
+}
+
+impl VectorType {
+    /// Total width in bits.
+    pub fn bits(self) -> u64 {
+        u64::from(self.lanes) * self.elem.size_bytes() as u64 * 8
+    }
+}
+
 /// A function type: input types to result types.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct FuncType {
@@ -295,6 +315,8 @@ pub enum TypeData {
     Index,
     /// A scalar of an element type: `f32`.
     Scalar(ElemType),
+    /// A 128-bit SIMD vector of the loops level: `vec<4xf32>`, `vec<16xi8>`.
+    Vector(VectorType),
     /// `(T, T) -> T`.
     Func(FuncType),
 }

@@ -159,7 +159,17 @@ impl<'a> Reader<'a, '_> {
                     })
                 }
                 fb::TypeKind::Index => TypeData::Index,
-                fb::TypeKind::Scalar => TypeData::Scalar(elem_from_fb(t.dtype())?),
+                fb::TypeKind::Scalar => match t.shape() {
+                    None => TypeData::Scalar(elem_from_fb(t.dtype())?),
+                    Some(dims) => {
+                        let lanes = match dims.iter().map(|d| (d.fixed(), d.sym())).collect::<Vec<_>>().as_slice() {
+                            [(n, None)] => u32::try_from(*n).ok().filter(|&n| n > 0),
+                            _ => None,
+                        }
+                        .ok_or_else(|| corrupt(format!("type #{k}: a vector type needs one lane count")))?;
+                        TypeData::Vector(strata_ir::VectorType { lanes, elem: elem_from_fb(t.dtype())? })
+                    }
+                },
                 fb::TypeKind::Func => {
                     let inputs = t.inputs().map(|v| v.iter().map(earlier).collect::<FResult<Vec<_>>>()).transpose()?;
                     let results =

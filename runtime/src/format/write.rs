@@ -149,11 +149,18 @@ impl<'a, 'b> Writer<'a, 'b> {
             }
             _ => (None, None),
         };
+        let lanes_shape: Vec<Dim>;
         let (kind, shape, elem, layout, strides) = match &data {
             TypeData::Tensor(t) => (fb::TypeKind::Tensor, Some(&t.shape), Some(t.elem), t.layout, None),
             TypeData::Buffer(b) => (fb::TypeKind::Buffer, Some(&b.shape), Some(b.elem), b.layout, b.strides.as_ref()),
             TypeData::Index => (fb::TypeKind::Index, None, None, strata_ir::Layout::Nchw, None),
             TypeData::Scalar(e) => (fb::TypeKind::Scalar, None, Some(*e), strata_ir::Layout::Nchw, None),
+            // A vector is stored as a scalar kind with a one-dimension shape (the lane
+            // count): no schema change, and older readers reject the shape.
+            TypeData::Vector(v) => {
+                lanes_shape = vec![Dim::Fixed(u64::from(v.lanes))];
+                (fb::TypeKind::Scalar, Some(&lanes_shape), Some(v.elem), strata_ir::Layout::Nchw, None)
+            }
             TypeData::Func(_) => (fb::TypeKind::Func, None, None, strata_ir::Layout::Nchw, None),
         };
         let shape = shape.map(|dims| {

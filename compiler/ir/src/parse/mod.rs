@@ -831,6 +831,7 @@ impl<'a> Parser<'a> {
         let data = match tok {
             Token::Ident(kw @ ("tensor" | "buffer")) => self.parse_shaped(kw == "buffer")?,
             Token::Ident("index") => TypeData::Index,
+            Token::Ident("vec") => self.parse_vector(span)?,
             Token::Ident(kw) => TypeData::Scalar(self.parse_elem_after(kw, span)?),
             Token::Punct('(') => {
                 let mut inputs = Vec::new();
@@ -909,6 +910,20 @@ impl<'a> Parser<'a> {
 
     /// After `tensor`/`buffer`: `<dims x elem [, #layout] [, strides [..]]>`.
     /// Dimensions are scanned character by character (`1x3x?Nx`); the rest uses tokens.
+    /// `vec<4xf32>`: one fixed dimension (the lane count) and an element type.
+    fn parse_vector(&mut self, span: Span) -> PResult<TypeData> {
+        let TypeData::Tensor(t) = self.parse_shaped(false)? else {
+            unreachable!("parse_shaped(false) returns a tensor type")
+        };
+        let lanes = match (t.shape.as_slice(), t.layout) {
+            ([Dim::Fixed(n)], Layout::Nchw) => u32::try_from(*n).ok().filter(|&n| n > 0),
+            _ => None,
+        };
+        let lanes =
+            lanes.ok_or_else(|| self.error_at(span, "a vector type is `vec<Nx{elem}>` with one lane count N ≥ 1"))?;
+        Ok(TypeData::Vector(crate::types::VectorType { lanes, elem: t.elem }))
+    }
+
     fn parse_shaped(&mut self, buffer: bool) -> PResult<TypeData> {
         self.expect_punct('<')?;
         if let Some((_, span)) = self.peeked.take() {
