@@ -10,6 +10,7 @@ pub mod cleanup;
 pub mod eqsat;
 pub mod f16;
 pub mod layout;
+pub mod lower;
 pub mod pipelines;
 
 use strata_ir::pass::{PassInfo, PassRegistry};
@@ -25,6 +26,7 @@ pub const PASSES: &[PassInfo] = &[
     layout::padding_channel::INFO,
     layout::nchwxx::INFO,
     layout::cancel_relayouts::INFO,
+    lower::INFO,
 ];
 
 /// A registry holding every pass.

@@ -1,0 +1,14 @@
+//! Lowering of the `conv` op family (being written).
+
+use super::{KernelCx, LResult};
+use strata_ir::OpId;
+
+/// Lowers one op of this family.
+pub fn lower_conv(cx: &mut KernelCx<'_, '_, '_>, op: OpId) -> LResult<()> {
+    Err(cx.err(op, "no lowering yet"))
+}
+
+/// Lowers one op of this family.
+pub fn lower_conv_transpose(cx: &mut KernelCx<'_, '_, '_>, op: OpId) -> LResult<()> {
+    Err(cx.err(op, "no lowering yet"))
+}

@@ -1,0 +1,9 @@
+//! Lowering of the `reduce` op family (being written).
+
+use super::{KernelCx, LResult};
+use strata_ir::OpId;
+
+/// Lowers one op of this family.
+pub fn lower_reduce(cx: &mut KernelCx<'_, '_, '_>, op: OpId) -> LResult<()> {
+    Err(cx.err(op, "no lowering yet"))
+}

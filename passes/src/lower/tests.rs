@@ -1,0 +1,108 @@
+//! Differential tests of the lowering: each module is run by the graph
+//! reference interpreter and, after `lower-graph-to-loops`, by the loops
+//! interpreter on the same seeded random inputs.
+
+use strata_ir::pass::PassManager;
+use strata_ir::{ParseOptions, PrintOptions, Source, VerifyOptions, parse_module, print_module, verify};
+
+/// Lowers `src` (a module with function `@main`) with `pipeline` (normally
+/// `lower-graph-to-loops`), checks the loops program against the graph
+/// interpreter on random inputs (relative tolerance `tol`), and returns the
+/// printed loops module.
+pub(crate) fn check_lowering_with(pipeline: &str, src: &str, tol: f64) -> String {
+    let mut ctx = strata_dialects::context();
+    let m = parse_module(&mut ctx, &Source::new("test.strata", src), &ParseOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    verify(&ctx, m, VerifyOptions::default()).expect("input verifies");
+    let inputs = crate::check::random_inputs(&ctx, m, "main", 7).expect("random inputs");
+    let want = strata_dialects::interp::run(&ctx, m, "main", &inputs).expect("graph reference runs");
+    let reg = crate::registry();
+    let mut pm = PassManager::parse(&reg, pipeline).unwrap_or_else(|e| panic!("{e}"));
+    pm.instrumentation.verify_each = true;
+    pm.run(&mut ctx, m).unwrap_or_else(|e| panic!("{e}"));
+    let text = print_module(&ctx, m, &PrintOptions::default());
+    let got = strata_dialects::loops::interp::run_program(&ctx, m, "main", &inputs)
+        .unwrap_or_else(|e| panic!("loops interpreter: {e}\n{text}"));
+    assert_eq!(want.len(), got.len());
+    for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+        assert_eq!(w.shape(), g.shape(), "output #{i} shape");
+        assert_eq!(w.elem(), g.elem(), "output #{i} element type");
+    }
+    crate::check::compare_within(&want, &got, tol).unwrap_or_else(|e| panic!("outputs differ: {e}\n{text}"));
+    text
+}
+
+/// [`check_lowering_with`] for the plain lowering pass.
+pub(crate) fn check_lowering(src: &str, tol: f64) -> String {
+    check_lowering_with("lower-graph-to-loops", src, tol)
+}
+
+#[test]
+fn elementwise_chain_fuses_into_one_kernel() {
+    let text = check_lowering(
+        "func @main(%x: tensor<2x3x5xf32>, %y: tensor<2x3x5xf32>, %b: tensor<1x3x1xf32>) -> tensor<2x3x5xf32> {
+  %0 = graph.elemwise(%x, %y) {mode = \"mul\"} : (tensor<2x3x5xf32>, tensor<2x3x5xf32>) -> tensor<2x3x5xf32>
+  %1 = graph.elemwise(%0, %b) {mode = \"add\"} : (tensor<2x3x5xf32>, tensor<1x3x1xf32>) -> tensor<2x3x5xf32>
+  %2 = graph.elemwise(%1) {mode = \"sigmoid\"} : (tensor<2x3x5xf32>) -> tensor<2x3x5xf32>
+  return(%2)
+}",
+        1e-5,
+    );
+    assert_eq!(text.matches("loops.launch").count(), 1, "{text}");
+}
+
+#[test]
+fn unfused_lowering_gives_one_kernel_per_op() {
+    let text = check_lowering_with(
+        "lower-graph-to-loops{fuse=false}",
+        "func @main(%x: tensor<8x8xf32>) -> tensor<8x8xf32> {
+  %0 = graph.elemwise(%x) {mode = \"relu\"} : (tensor<8x8xf32>) -> tensor<8x8xf32>
+  %1 = graph.elemwise(%0, %x) {mode = \"add\"} : (tensor<8x8xf32>, tensor<8x8xf32>) -> tensor<8x8xf32>
+  return(%1)
+}",
+        1e-6,
+    );
+    assert_eq!(text.matches("loops.launch").count(), 2, "{text}");
+}
+
+#[test]
+fn every_elementwise_mode_matches_the_reference() {
+    for mode in ["relu", "sigmoid", "tanh", "exp", "abs", "neg", "floor", "ceil", "round", "h_swish", "gelu", "expm1"] {
+        check_lowering(
+            &format!(
+                "func @main(%x: tensor<3x7xf32>) -> tensor<3x7xf32> {{
+  %0 = graph.elemwise(%x) {{mode = \"{mode}\"}} : (tensor<3x7xf32>) -> tensor<3x7xf32>
+  return(%0)
+}}"
+            ),
+            1e-5,
+        );
+    }
+    for mode in ["add", "sub", "mul", "div", "max", "min", "floor_div", "fuse_add_relu", "fuse_add_sigmoid", "fuse_add_h_swish", "log_sum_exp"] {
+        check_lowering(
+            &format!(
+                "func @main(%x: tensor<3x7xf32>, %y: tensor<7xf32>) -> tensor<3x7xf32> {{
+  %0 = graph.elemwise(%x, %y) {{mode = \"{mode}\"}} : (tensor<3x7xf32>, tensor<7xf32>) -> tensor<3x7xf32>
+  return(%0)
+}}"
+            ),
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn constants_fold_and_reshapes_are_views() {
+    let text = check_lowering(
+        "func @main(%x: tensor<2x6xf32>) -> tensor<3x4xf32> {
+  %c = graph.const() {value = dense<2.0> : tensor<1xf32>} : () -> tensor<1xf32>
+  %d = graph.elemwise(%c, %c) {mode = \"mul\"} : (tensor<1xf32>, tensor<1xf32>) -> tensor<1xf32>
+  %0 = graph.reshape(%x) {shape = [3, 4]} : (tensor<2x6xf32>) -> tensor<3x4xf32>
+  %1 = graph.elemwise(%0, %d) {mode = \"mul\"} : (tensor<3x4xf32>, tensor<1xf32>) -> tensor<3x4xf32>
+  return(%1)
+}",
+        1e-6,
+    );
+    assert!(text.contains("loops.view"), "{text}");
+    assert_eq!(text.matches("loops.constant").count(), 1, "{text}");
+}
