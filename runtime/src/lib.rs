@@ -1,4 +1,5 @@
 //! strata-runtime: model files (FlatBuffers, [`format`]) and, later, the
 //! compiled executable and its executor.
 
+pub mod exec;
 pub mod format;

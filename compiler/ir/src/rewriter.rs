@@ -305,6 +305,15 @@ impl<'c> Rewriter<'c> {
         }
     }
 
+    /// Changes the type of `v` (e.g. when specialising symbolic shapes). The
+    /// caller keeps the IR consistent; the verifier checks it afterwards.
+    pub fn set_value_type(&mut self, v: ValueId, ty: crate::Ty) {
+        if self.ctx.value(v).ty != ty {
+            self.value_mut(v).ty = ty;
+            self.changed = true;
+        }
+    }
+
     /// Sets the location of `op`.
     pub fn set_loc(&mut self, op: OpId, loc: Loc) {
         if self.ctx.op(op).loc != loc {

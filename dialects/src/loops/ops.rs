@@ -648,7 +648,7 @@ fn verify_parallel(ctx: &Context, op: OpId, errs: &mut Vec<String>) {
         }
     }
     let parent = ctx.parent_op(op);
-    if !parent.is_some_and(|p| ctx.op_name(p) == "func.func") {
+    if parent.is_none_or(|p| ctx.op_name(p) != "func.func") {
         errs.push("`loops.parallel` must be at the top level of a kernel".into());
     } else if let Some(block) = data.parent {
         let n = ctx.block(block).ops.iter().filter(|&&o| ctx.op_name(o) == "loops.parallel").count();
