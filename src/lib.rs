@@ -10,8 +10,10 @@
 //! sets and the reference evaluator), [`passes`] (transformations and the
 //! opt-level ladder), [`runtime`] (model files and execution).
 
+pub mod bench;
 pub mod driver;
 pub mod dump;
+pub mod engine;
 pub mod error;
 pub mod feed;
 pub mod json;
@@ -23,6 +25,7 @@ pub mod trace;
 pub mod transform;
 pub mod zoo;
 
+pub use engine::{Engine, JitEngine, JitOptions};
 pub use dump::{DumpOptions, DumpResult, InferenceOptions};
 pub use error::{Error, Result};
 pub use model::{LoadedModel, load};

@@ -21,6 +21,9 @@ pub struct LoadedModel {
     ctx: Context,
     module: OpId,
     info: ModelInfo,
+    engine: crate::engine::Engine,
+    jit_options: crate::engine::JitOptions,
+    jit: std::sync::OnceLock<crate::engine::JitEngine>,
 }
 
 /// The outcome of one embedded testcase.
@@ -108,7 +111,14 @@ pub fn load_bytes(bytes: &[u8]) -> Result<LoadedModel> {
     if strata_dialects::func::lookup_function(&ctx, module, "main").is_none() {
         return Err(Error::Invalid("the model has no @main function".into()));
     }
-    Ok(LoadedModel { ctx, module, info })
+    Ok(LoadedModel {
+        ctx,
+        module,
+        info,
+        engine: crate::engine::Engine::default(),
+        jit_options: crate::engine::JitOptions::default(),
+        jit: std::sync::OnceLock::new(),
+    })
 }
 
 /// Reads model number `index` of the file at `path`; also returns how many
@@ -147,7 +157,33 @@ impl LoadedModel {
     pub fn optimize(&mut self, pipeline: &str) -> Result<()> {
         let config = crate::driver::OptConfig { pipeline: Some(pipeline.into()), ..Default::default() };
         crate::driver::optimize(&mut self.ctx, self.module, &config).map_err(|e| Error::Compile(e.to_string()))?;
+        self.jit = std::sync::OnceLock::new();
         Ok(())
+    }
+
+    /// Chooses what runs the model (default: the JIT).
+    pub fn set_engine(&mut self, engine: crate::engine::Engine) {
+        self.engine = engine;
+    }
+
+    /// The engine that runs the model.
+    pub fn engine(&self) -> crate::engine::Engine {
+        self.engine
+    }
+
+    /// Sets the JIT's options (threads, fusion, ISA); compiled code is dropped.
+    pub fn set_jit_options(&mut self, options: crate::engine::JitOptions) {
+        self.jit_options = options;
+        self.jit = std::sync::OnceLock::new();
+    }
+
+    /// The JIT of this model (created on first use; kernels compile per input shapes).
+    pub fn jit(&self) -> Result<&crate::engine::JitEngine> {
+        if let Some(j) = self.jit.get() {
+            return Ok(j);
+        }
+        let j = crate::engine::JitEngine::new(&self.ctx, self.module, "main", self.jit_options.clone())?;
+        Ok(self.jit.get_or_init(|| j))
     }
 
     /// Everything in the file besides the graph.
@@ -262,14 +298,21 @@ impl LoadedModel {
 
     /// Runs `@main` on `inputs`.
     pub fn run(&self, inputs: &[TensorData]) -> Result<Vec<TensorData>> {
-        strata_dialects::interp::run(&self.ctx, self.module, "main", inputs).map_err(|e| Error::Compile(e.to_string()))
+        match self.engine {
+            crate::engine::Engine::Jit => self.jit()?.run(inputs),
+            crate::engine::Engine::Interp => strata_dialects::interp::run(&self.ctx, self.module, "main", inputs)
+                .map_err(|e| Error::Compile(e.to_string())),
+        }
     }
 
     /// Runs `@main` on `inputs`, adding the run and its per-op times to `profile`
     /// (schema `strata.profile/1`, `docs/profile.md`). A profile must only collect
     /// runs of one model.
     pub fn run_profiled(&self, inputs: &[TensorData], profile: &mut Profile) -> Result<Vec<TensorData>> {
-        profile.run(&self.ctx, self.module, inputs).map_err(Error::Compile)
+        match self.engine {
+            crate::engine::Engine::Jit => profile.run_jit(self.jit()?, inputs).map_err(Error::Compile),
+            crate::engine::Engine::Interp => profile.run(&self.ctx, self.module, inputs).map_err(Error::Compile),
+        }
     }
 
     /// The inputs of embedded testcase `index`, in signature order.

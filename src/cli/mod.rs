@@ -1,5 +1,6 @@
 //! Command-line interface: `strata opt`, `demo`, `zoo`, `trace`, `dump`, `info`, `run`.
 
+mod bench;
 mod demo;
 mod dump;
 mod info;
@@ -34,6 +35,8 @@ enum Command {
     Info(info::InfoArgs),
     /// Load a model file and run it (like MegEngine's load_and_run).
     Run(run::RunArgs),
+    /// Time the peers' workloads through the JIT (median/min/max, GFLOP/s, % of the FMA peak).
+    Bench(bench::BenchArgs),
 }
 
 /// MegEngine's inference options as flags (`strata dump` and `strata run`).
@@ -143,6 +146,7 @@ pub fn main() -> ExitCode {
         Command::Dump(args) => dump::run(args),
         Command::Info(args) => info::run(args),
         Command::Run(args) => run::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -116,6 +116,10 @@ pub struct TraceOptions {
     /// Keep the batch (first) dimension of every argument symbolic (`?N`), so the
     /// compiled graph accepts other batch sizes.
     pub symbolic_shape: bool,
+    /// What runs the compiled graph on replays: the JIT (default; compiled
+    /// once per input shapes) or the reference interpreter. strata's own
+    /// option (MegEngine has one engine).
+    pub engine: crate::engine::Engine,
 }
 
 impl Default for TraceOptions {
@@ -130,6 +134,7 @@ impl Default for TraceOptions {
             opt_level: 2,
             graph_opt_config: None,
             symbolic_shape: true,
+            engine: crate::engine::Engine::Jit,
         }
     }
 }
@@ -347,6 +352,8 @@ impl TraceOutput for BTreeMap<String, Tensor> {
 /// The compiled graph of a trace.
 pub(crate) struct Compiled {
     pub(crate) module: OpId,
+    /// The JIT of the compiled graph (with `Engine::Jit`).
+    pub(crate) jit: Option<crate::engine::JitEngine>,
 }
 
 /// A traced function: call it like the function; see the module docs.
@@ -404,7 +411,16 @@ impl<F> Traced<F> {
         }
         let record = self.record.as_mut().ok_or_else(|| Error::Invalid("nothing has been recorded yet".into()))?;
         let module = record.compile(&self.options)?;
-        self.compiled = Some(Compiled { module });
+        let jit = match self.options.engine {
+            crate::engine::Engine::Jit => Some(crate::engine::JitEngine::new(
+                &record.ctx,
+                module,
+                "main",
+                crate::engine::JitOptions::default(),
+            )?),
+            crate::engine::Engine::Interp => None,
+        };
+        self.compiled = Some(Compiled { module, jit });
         Ok(())
     }
 
@@ -510,7 +526,8 @@ impl<F> Traced<F> {
         F: FnMut(&[Tensor]) -> std::result::Result<O, E>,
         O: TraceOutput,
     {
-        let module = self.compiled.as_ref().expect("invariant: compiled before replay").module;
+        let compiled = self.compiled.as_ref().expect("invariant: compiled before replay");
+        let (module, jit) = (compiled.module, compiled.jit.as_ref());
         let sess = session::Session::replaying(record, args, &self.options);
         let sess = match sess {
             Ok(s) => s,
@@ -530,7 +547,7 @@ impl<F> Traced<F> {
             (None, None, Ok(out)) => {
                 let profile =
                     if self.options.profiling { Some(self.profile.get_or_insert_with(Profile::default)) } else { None };
-                match sess.finish_replay(&out.flatten(), module, profile) {
+                match sess.finish_replay(&out.flatten(), module, jit, profile) {
                     Ok(()) => Ok(out),
                     Err(Error::Trace(t)) => Err(TraceCallError::Trace(t)),
                     Err(e) => Err(TraceCallError::Strata(e)),

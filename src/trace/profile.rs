@@ -32,7 +32,7 @@ struct Event {
 }
 
 /// Accumulated profile of every compiled run of a trace.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Profile {
     /// Completed runs.
     pub runs: u64,
@@ -40,8 +40,23 @@ pub struct Profile {
     pub total: Duration,
     /// Per-op statistics, by position.
     pub ops: Vec<OpProfile>,
+    /// What executed the runs: `reference` or `jit` (a profile holds one engine's runs).
+    pub engine: String,
     events: Vec<Event>,
     origin: Option<Instant>,
+}
+
+impl Default for Profile {
+    fn default() -> Self {
+        Profile {
+            runs: 0,
+            total: Duration::ZERO,
+            ops: Vec::new(),
+            engine: "reference".into(),
+            events: Vec::new(),
+            origin: None,
+        }
+    }
 }
 
 /// Chrome-trace events kept at most (the oldest are kept).
@@ -109,12 +124,67 @@ impl Profile {
         Ok(out)
     }
 
+    /// Runs `inputs` through the JIT, recording per-kernel times: each entry of
+    /// `ops` is one kernel launch (its name ends with the graph op it came from;
+    /// fused elementwise ops are inside it).
+    pub(crate) fn run_jit(
+        &mut self,
+        engine: &crate::engine::JitEngine,
+        inputs: &[TensorData],
+    ) -> Result<Vec<TensorData>, String> {
+        let origin = *self.origin.get_or_insert_with(Instant::now);
+        let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
+        let compiled = engine.compiled(&shapes).map_err(|e| e.to_string())?;
+        let exe = compiled.executable();
+        if self.engine != "jit" || self.ops.len() != exe.steps().len() {
+            self.engine = "jit".into();
+            let ctx = &compiled.ctx;
+            self.ops = exe
+                .steps()
+                .iter()
+                .enumerate()
+                .map(|(index, st)| OpProfile {
+                    index,
+                    op: st.kernel.clone(),
+                    loc: st.loc.file.map(|f| format!("{}:{}:{}", ctx.str(f), st.loc.line, st.loc.col)),
+                    shapes: st.args.last().map(|&b| vec![exe.buffers()[b].shape.clone()]).unwrap_or_default(),
+                    calls: 0,
+                    total: Duration::ZERO,
+                })
+                .collect();
+        }
+        let run = self.runs;
+        let t0 = Instant::now();
+        let (ops, events) = (&mut self.ops, &mut self.events);
+        let mut cursor = t0;
+        let mut i = 0usize;
+        let out = engine
+            .run_observed(inputs, &mut |_, dur| {
+                if let Some(o) = ops.get_mut(i) {
+                    o.calls += 1;
+                    o.total += dur;
+                }
+                let end = Instant::now();
+                let start = end.checked_sub(dur).unwrap_or(cursor).max(cursor);
+                cursor = end;
+                if events.len() < MAX_EVENTS {
+                    events.push(Event { index: i, start: start.duration_since(origin), dur, run });
+                }
+                i += 1;
+            })
+            .map_err(|e| e.to_string())?;
+        self.total += t0.elapsed();
+        self.runs += 1;
+        Ok(out)
+    }
+
     /// The profile as JSON (schema `strata.profile/1`, see `docs/profile.md`).
     pub fn to_json(&self) -> String {
         let mut s = String::new();
         let _ = write!(
             s,
-            "{{\n  \"schema\": \"strata.profile/1\",\n  \"engine\": \"reference\",\n  \"runs\": {},\n  \"total_us\": {:.3},\n  \"ops\": [",
+            "{{\n  \"schema\": \"strata.profile/1\",\n  \"engine\": {},\n  \"runs\": {},\n  \"total_us\": {:.3},\n  \"ops\": [",
+            crate::json::quote(&self.engine),
             self.runs,
             self.total.as_secs_f64() * 1e6
         );

@@ -585,7 +585,13 @@ impl Session {
 
     /// Ends a replayed call: checks it consumed the whole record and returned the
     /// recorded outputs, runs the compiled module, and fills the outputs.
-    pub(crate) fn finish_replay(&mut self, outs: &[Tensor], module: OpId, profile: Option<&mut Profile>) -> Result<()> {
+    pub(crate) fn finish_replay(
+        &mut self,
+        outs: &[Tensor],
+        module: OpId,
+        jit: Option<&crate::engine::JitEngine>,
+        profile: Option<&mut Profile>,
+    ) -> Result<()> {
         let loc = Location::caller();
         if self.pc != self.record.items.len() {
             let pc = self.pc;
@@ -622,9 +628,13 @@ impl Session {
             }
         }
         let inputs = self.function_input_data_with(self.capture_as_const)?;
-        let results = match profile {
-            Some(p) => p.run(&self.record.ctx, module, &inputs),
-            None => strata_dialects::interp::run(&self.record.ctx, module, "main", &inputs).map_err(|e| e.to_string()),
+        let results = match (jit, profile) {
+            (Some(j), Some(p)) => p.run_jit(j, &inputs),
+            (Some(j), None) => j.run(&inputs).map_err(|e| e.to_string()),
+            (None, Some(p)) => p.run(&self.record.ctx, module, &inputs),
+            (None, None) => {
+                strata_dialects::interp::run(&self.record.ctx, module, "main", &inputs).map_err(|e| e.to_string())
+            }
         }
         .map_err(|e| Error::Compile(format!("running the compiled graph: {e}")))?;
         for (t, d) in outs.iter().zip(results) {

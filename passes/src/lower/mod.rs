@@ -41,6 +41,7 @@ pub mod matmul;
 pub mod norm;
 pub mod pool;
 pub mod reduce;
+pub mod specialize;
 
 #[cfg(test)]
 mod tests;
