@@ -10,6 +10,7 @@
 //! sets and the reference evaluator), [`passes`] (transformations and the
 //! opt-level ladder), [`runtime`] (model files and execution).
 
+pub mod aot;
 pub mod bench;
 pub mod driver;
 pub mod dump;

@@ -185,7 +185,7 @@ fn embedded_testcases_are_checked() {
 fn threads_run_parallel_copies() {
     let dir = scratch("threads");
     let path = zoo_file(&dir, "mlp", vec![]);
-    let out = strata(&["run", path.to_str().unwrap(), "--iter", "2", "--threads", "2"]);
+    let out = strata(&["run", path.to_str().unwrap(), "--iter", "2", "--copies", "2"]);
     let so = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(count(&so, ": e2e="), 4, "{so}");

@@ -3,14 +3,16 @@
 //! Stages: refuse load-time graph options that do not exist yet → load and
 //! verify the file → prepare the tests (the embedded testcases, else one test
 //! per `--input` spec, else random inputs of the model's shapes) and check
-//! every input against the model's signature → for each of `--threads`
+//! every input against the model's signature → for each of `--copies`
 //! parallel copies, per test: `--warmup` unmeasured runs, `--iter` measured
 //! runs, a timing summary and, for testcases, the AssertEqual checks → write
 //! the profile and the io dump → fail if any check failed.
 //!
 //! Everything MegEngine-like goes to stdout (`docs/run.md` lists the lines);
 //! notes and the progress bar go to stderr; `tracing` spans and events follow
-//! `RUST_LOG`. The model runs on the reference executor until the JIT lands.
+//! `RUST_LOG`. The model runs on the JIT (`--engine jit`, kernels compiled on the
+//! first run of each input shape, `--threads` kernel threads) or the reference
+//! evaluator (`--engine interp`).
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
@@ -53,7 +55,18 @@ pub struct RunArgs {
         alias = "thread",
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=4096)
     )]
+    copies: usize,
+    /// Threads of the JIT's kernels: parallel loops split statically (load_and_run's `--multithread`).
+    #[arg(
+        long,
+        default_value_t = 1,
+        alias = "multithread",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256)
+    )]
     threads: usize,
+    /// What runs the model: `jit` (Cranelift-compiled kernels) or `interp` (the reference evaluator).
+    #[arg(long, default_value = "jit")]
+    engine: strata::Engine,
     /// Write the per-op profile of the measured runs as JSON (`strata.profile/1`, docs/profile.md).
     #[arg(long, value_name = "FILE")]
     profile: Option<PathBuf>,
@@ -135,7 +148,7 @@ impl Progress {
     fn new(args: &RunArgs, tests: usize) -> Self {
         let runs_per_copy = args.warmup.saturating_add(args.iter).saturating_mul(tests as u64);
         let bar = ProgressBar::with_draw_target(
-            Some(runs_per_copy.saturating_mul(args.threads as u64)),
+            Some(runs_per_copy.saturating_mul(args.copies as u64)),
             ProgressDrawTarget::hidden(),
         );
         if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} runs  {elapsed_precise} (eta {eta})") {
@@ -198,6 +211,8 @@ pub fn run(args: RunArgs) -> Result<()> {
             args.model_index
         );
     }
+    model.set_engine(args.engine);
+    model.set_jit_options(strata::JitOptions { threads: args.threads, ..Default::default() });
     if let Some(pipeline) = strata::dump::option_pipeline(&inference) {
         model.optimize(&pipeline).with_context(|| format!("applying {}", inference.enabled().join(", ")))?;
     }
@@ -211,18 +226,36 @@ pub fn run(args: RunArgs) -> Result<()> {
     for (k, test) in tests.iter().enumerate() {
         model.check_inputs(&test.inputs).with_context(|| format!("test #{k}"))?;
     }
-    if args.threads > 1 && (args.profile.is_some() || args.profile_chrome.is_some()) {
+    if args.copies > 1 && (args.profile.is_some() || args.profile_chrome.is_some()) {
         eprintln!("note: the profile records thread 0 only");
+    }
+    if args.engine == strata::Engine::Jit {
+        // Compile every input shape now, so warm-up and measured runs time the kernels only.
+        let jit = model.jit().context("setting up the JIT")?;
+        for (k, test) in tests.iter().enumerate() {
+            let shapes: Vec<Vec<usize>> = test.inputs.iter().map(|t| t.shape().to_vec()).collect();
+            let c = jit.compiled(&shapes).with_context(|| format!("compiling the model for test #{k}"))?;
+            let exe = c.executable();
+            say(format_args!(
+                "jit compile: {:.3} ms ({} kernels; lowering {:.3} ms, cranelift {:.3} ms); arena {} bytes ({:.3}x the liveness bound)",
+                ms(c.times.total()),
+                exe.steps().len(),
+                ms(c.times.lower),
+                ms(c.times.codegen),
+                exe.plan().arena_bytes,
+                exe.plan().ratio()
+            ));
+        }
     }
     say(format_args!("=== prepare: {:.3} ms; going to warmup", ms(t.elapsed())));
 
     let progress = Progress::new(&args, tests.len());
     let t = Instant::now();
-    let outcomes: Vec<CopyOutcome> = if args.threads == 1 {
+    let outcomes: Vec<CopyOutcome> = if args.copies == 1 {
         vec![run_copy(&model, &tests, &args, 0, &progress)?]
     } else {
         std::thread::scope(|s| {
-            let handles: Vec<_> = (0..args.threads)
+            let handles: Vec<_> = (0..args.copies)
                 .map(|copy| {
                     let (model, tests, args, progress, root) = (&model, &tests, &args, &progress, &root);
                     s.spawn(move || {
@@ -260,7 +293,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     if failed > 0 {
         let tcs = &model.info().testcases;
         let checked = tests.iter().filter(|t| t.testcase.is_some_and(|k| !tcs[k].outputs.is_empty())).count();
-        let checks = checked * args.threads;
+        let checks = checked * args.copies;
         bail!("{failed} of {checks} testcase checks failed (AssertEqual)");
     }
     Ok(())
@@ -339,7 +372,7 @@ fn run_copy(
     copy: usize,
     progress: &Progress,
 ) -> Result<CopyOutcome> {
-    let prefix = if args.threads > 1 { format!("[thread {copy}] ") } else { String::new() };
+    let prefix = if args.copies > 1 { format!("[thread {copy}] ") } else { String::new() };
     let out = Out { prefix, bar: progress.bar.clone() };
     let profiling = copy == 0 && (args.profile.is_some() || args.profile_chrome.is_some());
     let mut profile = profiling.then(Profile::default);

@@ -20,6 +20,7 @@
 //!
 //! Both Cranelift backends are 128-bit only: vectors are `f32x4`; wider types fail to compile.
 
+pub mod compile;
 pub mod cross;
 pub mod error;
 pub mod helpers;
@@ -28,6 +29,7 @@ pub mod jit;
 pub mod module;
 pub mod object;
 pub mod peak;
+pub mod translate;
 
 #[cfg(test)]
 mod testkernels;

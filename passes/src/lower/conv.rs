@@ -1,14 +1,1243 @@
-//! Lowering of the `conv` op family (being written).
+//! Lowering of the convolution family — `graph.conv2d`, `graph.conv_bias`,
+//! `layout.conv_bias` and `graph.conv_transpose2d` — to loops-dialect kernels.
+//!
+//! Expects: one verified op with static shapes and f32 operands and result
+//! (the driver in [`super`] gives the kernel its buffers and the fused
+//! elementwise epilogue). Produces: one kernel whose single `loops.parallel`
+//! runs over output rows (`N × channel blocks × OH`), every result stored
+//! through [`KernelCx::emit`], so a following `graph.elemwise` (residual add,
+//! relu, …) costs no extra pass over memory. `conv_bias` computes
+//! `nl(conv + b + z)` exactly as the reference does: the bias initialises the
+//! accumulators, `z` is added before the nonlinearity.
+//!
+//! **Blocked direct convolution** (`layout.conv_bias`, block `P` = 8 for
+//! `#nchw88`, 4 for `#nchw44`; any layout storing `[N, C/P, H, W, P]`, and
+//! `#nhwcd4` / `#chwn4` through the same index arithmetic). Weight formats
+//! `dense`, `group`, `nhwcd4` (blocked input), `hybrid` (plain NCHW input, the
+//! first layer) and `channelwise` / `nchw4_channelwise` (depthwise). Each
+//! output row is cut into blocks of `OWB` pixels × `P/4` vectors of output
+//! channels (NCHW88: 4 pixels × 2 vectors, NCHW44: 8 × 1 — 8 accumulators, so
+//! they and the weights fit the 16 xmm registers). The accumulators start as
+//! the bias and are carried (registers, not memory) through the loop over
+//! input-channel blocks and the loop over filter rows; the filter columns and
+//! the `P` channels of a block are unrolled: per tap and channel, `P/4` weight
+//! vectors are loaded once and each pixel's input scalar is splat and
+//! multiplied into them with `fma`. Depthwise blocks multiply input vectors by
+//! weight vectors instead, with no channel loop.
+//!
+//! **Padding without per-tap checks.** Shapes are static, so each row is
+//! planned once: the *interior* columns (every filter column inside the
+//! input) run as a loop over blocks with constant-offset loads; the few
+//! border columns (and the remainder of the interior) become a handful of
+//! straight-line blocks in which the taps that fall into the padding are
+//! simply not emitted. Filter rows are a loop from `kh_lo(oh)` to `kh_hi(oh)`
+//! (index `max`/`min` arithmetic), so top and bottom rows need no extra code;
+//! when no row touches the padding the filter is fully unrolled (up to
+//! [`MAX_UNROLLED_TAPS`] taps). Filters wider than [`MAX_UNROLLED_FW`] or
+//! plans needing more than [`MAX_STATIC_BLOCKS`] straight-line blocks use a
+//! general per-pixel path with dynamic filter ranges. 1×1 convolutions have no
+//! border and become a register-blocked GEMM over channel blocks.
+//!
+//! **Plain NCHW** (`graph.conv2d`, `graph.conv_bias`; any group, stride, pad,
+//! dilation): blocks of up to 4 output channels of one group × a few column
+//! groups, each group a vector of 4 consecutive output pixels (stride-1 width)
+//! or one scalar pixel; the loop over the group's input channels carries the
+//! accumulators, weights are splat scalars. Borders as above.
+//!
+//! **`graph.conv_transpose2d`**: the gather form — for each output pixel, the
+//! sum over the input pixels and taps that scatter into it (a tap whose
+//! position is not on the stride grid or outside the input runs its channel
+//! loop zero times). Scalar loops: correct, not fast.
+//!
+//! Refused with an error naming what is missing: element types other than f32
+//! (qs8 / int8 dot-product, f16, bf16 kernels are not implemented), the int8
+//! GPU and dot weight formats (`dot`, `group_dot`, `nchw4`, `nchw32`, `chwn4`,
+//! …), shapes that disagree with the attributes.
 
-use super::{KernelCx, LResult};
-use strata_ir::OpId;
+use super::{Epilogue, KernelCx, LResult, LowerError, emit_elemwise};
+use strata_dialects::graph::conv::Nonlinearity;
+use strata_dialects::graph::elemwise::Mode;
+use strata_dialects::layout::format::{WeightFormat, channel_axes, pack_dims, spatial_axes, unpack_dims};
+use strata_dialects::loops::{BinOp, CmpPred, KernelBuilder};
+use strata_ir::attr_kind::{self, Get};
+use strata_ir::{Dim, ElemType, Layout, OpId, ValueId};
 
-/// Lowers one op of this family.
+/// f32 lanes of a vector.
+const LANES: u32 = 4;
+/// [`LANES`] as a size.
+const L: usize = LANES as usize;
+/// Accumulator vectors a blocked micro-kernel aims for (OWB × P/4).
+const BLOCKED_ACCUMULATORS: usize = 8;
+/// Filter widths up to this are unrolled (wider filters take the general path).
+pub const MAX_UNROLLED_FW: usize = 16;
+/// Straight-line column blocks per row before the general path is used instead.
+pub const MAX_STATIC_BLOCKS: usize = 16;
+/// Filters with up to this many taps are fully unrolled when no row meets the padding.
+pub const MAX_UNROLLED_TAPS: usize = 25;
+
+// ---------------------------------------------------------------- entry points
+
+/// Lowers `graph.conv2d`, `graph.conv_bias` (plain NCHW) and `layout.conv_bias`
+/// (blocked layouts and packed weights).
 pub fn lower_conv(cx: &mut KernelCx<'_, '_, '_>, op: OpId) -> LResult<()> {
-    Err(cx.err(op, "no lowering yet"))
+    check_f32(cx, op)?;
+    match cx.k.ctx().op_name(op) {
+        "layout.conv_bias" => lower_blocked(cx, op),
+        "graph.conv2d" | "graph.conv_bias" => lower_plain(cx, op),
+        other => Err(cx.err(op, format!("`{other}` is not a convolution"))),
+    }
 }
 
-/// Lowers one op of this family.
+/// Lowers `graph.conv_transpose2d` (f32, plain NCHW, any group, stride, pad, dilation).
 pub fn lower_conv_transpose(cx: &mut KernelCx<'_, '_, '_>, op: OpId) -> LResult<()> {
-    Err(cx.err(op, "no lowering yet"))
+    check_f32(cx, op)?;
+    let data = cx.k.ctx().op(op).clone();
+    if data.operands.len() != 2 || cx.inputs.len() != 2 {
+        return Err(cx.err(op, "expects operands x and w"));
+    }
+    let (xv, wv, ov) = (data.operands[0], data.operands[1], data.results[0]);
+    plain_layouts(cx, op, &[xv, wv, ov])?;
+    let (xs, ws, os) = (cx.shape(xv), cx.shape(wv), cx.shape(ov));
+    let [Some(xs), Some(ws), Some(os)] = [rank4(&xs), rank4(&ws), rank4(&os)] else {
+        return Err(cx.err(op, format!("x, w and the result must have rank 4, have {xs:?}, {ws:?}, {os:?}")));
+    };
+    let pr = params(cx, op)?;
+    let [n, c, h, w] = xs;
+    let [wc, ocpg, fh, fw] = ws;
+    let g = pr.group;
+    let oc = ocpg.checked_mul(g).ok_or_else(|| cx.err(op, "the output channels overflow"))?;
+    let out_size = |i: usize, size: usize, f: usize| -> Option<usize> {
+        let full =
+            size.checked_sub(1)?.checked_mul(pr.stride[i])?.checked_add(f.checked_sub(1)?.checked_mul(pr.dil[i])?)?;
+        (full + 1).checked_sub(2 * pr.pad[i])
+    };
+    let (oh, ow) = (out_size(0, h, fh), out_size(1, w, fw));
+    if wc != c || !c.is_multiple_of(g) || os != [n, oc, os[2], os[3]] || oh != Some(os[2]) || ow != Some(os[3]) {
+        return Err(
+            cx.err(op, format!("shapes do not match the attributes: x {xs:?}, w {ws:?}, result {os:?}, {pr:?}"))
+        );
+    }
+    let [_, _, oh, ow] = os;
+    if os.contains(&0) {
+        return Ok(());
+    }
+    let cpg = c / g;
+    let (x, wb) = (cx.inputs[0], cx.inputs[1]);
+    let sink = Sink::of(cx);
+    let k = &mut *cx.k;
+    k.parallel((n * oc * oh) as i64, |k, r| {
+        let [nn, o, y] = split(k, r, &[n, oc, oh]);
+        let grp = div_i(k, o, ocpg);
+        let j = rem_i(k, o, ocpg);
+        let c0 = k.mul_i(grp, cpg as i64);
+        k.for_range(0, ow as i64, 1, |k, xo| {
+            let zero = k.f32(0.0);
+            let (lb, fh_i, fw_i, one) = (k.index(0), k.index(fh as i64), k.index(fw as i64), k.index(1));
+            let acc = k.for_loop(lb, fh_i, one, &[zero], None, |k, kh, acc| {
+                let (ih, th_ok) = transposed_tap(k, y, kh, pr, 0, h);
+                k.for_loop(lb, fw_i, one, acc, None, |k, kw, acc| {
+                    let (iw, tw_ok) = transposed_tap(k, xo, kw, pr, 1, w);
+                    let (none, all) = (k.index(0), k.index(cpg as i64));
+                    let t = k.select(tw_ok, all, none);
+                    let trip = k.select(th_ok, t, none);
+                    k.for_loop(none, trip, one, acc, None, |k, ci, acc| {
+                        let ch = k.add(c0, ci);
+                        let xs = k.load(x, &[nn, ch, ih, iw]);
+                        let wsc = k.load(wb, &[ch, j, kh, kw]);
+                        Ok::<_, LowerError>(vec![k.fma(xs, wsc, acc[0])])
+                    })
+                })
+            })?;
+            sink.emit(k, acc[0], &[nn, o, y, xo])
+        })
+    })
 }
+
+/// For output position `o` and tap `k` of a transposed convolution along
+/// `axis`: the input position `(o + p - k·d) / s` and whether it is a real one
+/// (on the stride grid and inside `0..size`).
+fn transposed_tap(
+    k: &mut KernelBuilder<'_, '_>,
+    o: ValueId,
+    tap: ValueId,
+    pr: Params,
+    axis: usize,
+    size: usize,
+) -> (ValueId, ValueId) {
+    let (s, p, d) = (pr.stride[axis] as i64, pr.pad[axis] as i64, pr.dil[axis] as i64);
+    let kd = k.mul_i(tap, d);
+    let op = k.add_i(o, p);
+    let t = k.sub(op, kd);
+    let zero = k.index(0);
+    let q = div_i(k, t, s as usize);
+    let nonneg = k.cmp(CmpPred::Ge, t, zero);
+    let size_i = k.index(size as i64);
+    let inside = k.cmp(CmpPred::Lt, q, size_i);
+    let mut ok = k.select(nonneg, inside, nonneg);
+    if s != 1 {
+        let r = rem_i(k, t, s as usize);
+        let on_grid = k.cmp(CmpPred::Eq, r, zero);
+        ok = k.select(on_grid, ok, on_grid);
+    }
+    (q, ok)
+}
+
+// ---------------------------------------------------------------- common pieces
+
+/// Every tensor operand and the result must be f32.
+fn check_f32(cx: &KernelCx<'_, '_, '_>, op: OpId) -> LResult<()> {
+    let data = cx.k.ctx().op(op);
+    let names = ["x", "w", "b", "z"];
+    for (i, &v) in data.operands.iter().enumerate() {
+        let e = cx.tensor(v).elem;
+        if e != ElemType::F32 {
+            let what = names.get(i).map_or_else(|| format!("operand #{i}"), |n| format!("operand `{n}`"));
+            return Err(cx.err(op, unsupported_elem(&what, e)));
+        }
+    }
+    for &v in &data.results {
+        let e = cx.tensor(v).elem;
+        if e != ElemType::F32 {
+            return Err(cx.err(op, unsupported_elem("the result", e)));
+        }
+    }
+    Ok(())
+}
+
+fn unsupported_elem(what: &str, e: ElemType) -> String {
+    let why = if e.is_quantized() {
+        "quantised (int8 / dot-product) convolution kernels are not lowered yet"
+    } else if matches!(e, ElemType::F16 | ElemType::BF16) {
+        "half-precision convolution kernels are not lowered yet"
+    } else {
+        "only f32 convolutions are lowered"
+    };
+    format!("{what} has element type {e}: {why}")
+}
+
+/// The values must be plain (NCHW) tensors.
+fn plain_layouts(cx: &KernelCx<'_, '_, '_>, op: OpId, vals: &[ValueId]) -> LResult<()> {
+    for &v in vals {
+        let l = cx.tensor(v).layout;
+        if l != Layout::Nchw {
+            return Err(cx.err(op, format!("expects plain NCHW tensors, has one in #{l}")));
+        }
+    }
+    Ok(())
+}
+
+fn rank4(s: &[usize]) -> Option<[usize; 4]> {
+    s.try_into().ok()
+}
+
+/// Stride, padding, dilation and group of a convolution.
+#[derive(Clone, Copy, Debug)]
+struct Params {
+    stride: [usize; 2],
+    pad: [usize; 2],
+    dil: [usize; 2],
+    group: usize,
+}
+
+fn params(cx: &KernelCx<'_, '_, '_>, op: OpId) -> LResult<Params> {
+    let ctx = cx.k.ctx();
+    let pair = |key: &str, min: i64| -> LResult<[usize; 2]> {
+        let v = ctx.op_attr(op, key).and_then(|a| attr_kind::Ints::get(ctx, a));
+        match v.as_deref() {
+            Some(&[a, b]) if a >= min && b >= min => Ok([a as usize, b as usize]),
+            _ => Err(cx.err(op, format!("attribute `{key}` must be two integers of at least {min}"))),
+        }
+    };
+    let group = ctx.op_attr(op, "group").and_then(|a| attr_kind::Int::get(ctx, a));
+    let group = match group {
+        Some(g) if g >= 1 => g as usize,
+        _ => return Err(cx.err(op, "attribute `group` must be an integer of at least 1")),
+    };
+    Ok(Params { stride: pair("stride", 1)?, pad: pair("pad", 0)?, dil: pair("dilation", 1)?, group })
+}
+
+fn nonlinearity_of(cx: &KernelCx<'_, '_, '_>, op: OpId) -> LResult<Nonlinearity> {
+    let ctx = cx.k.ctx();
+    match ctx.op_attr(op, "nonlinearity") {
+        None => Ok(Nonlinearity::Identity),
+        Some(a) => {
+            let s =
+                attr_kind::Str::get(ctx, a).ok_or_else(|| cx.err(op, "attribute `nonlinearity` must be a string"))?;
+            Nonlinearity::parse(s).map_err(|m| cx.err(op, m))
+        }
+    }
+}
+
+/// The checked sizes of one convolution (logical NCHW).
+#[derive(Clone, Copy, Debug)]
+struct Geom {
+    n: usize,
+    ic: usize,
+    h: usize,
+    w: usize,
+    oc: usize,
+    oh: usize,
+    ow: usize,
+    fh: usize,
+    fw: usize,
+    p: Params,
+}
+
+impl Geom {
+    /// Checks that the sizes agree with each other and with the attributes.
+    fn check(&self) -> Result<(), String> {
+        let g = self.p.group;
+        if !self.ic.is_multiple_of(g) || !self.oc.is_multiple_of(g) {
+            return Err(format!("{} input and {} output channels are not divisible by group = {g}", self.ic, self.oc));
+        }
+        if self.fh == 0 || self.fw == 0 {
+            return Err("the filter is empty".into());
+        }
+        for axis in 0..2 {
+            let (size, f, out) = ([self.h, self.w][axis], [self.fh, self.fw][axis], [self.oh, self.ow][axis]);
+            let padded = size.checked_add(self.p.pad[axis].checked_mul(2).ok_or("padding overflows")?);
+            let extent = (f - 1).checked_mul(self.p.dil[axis]).map(|e| e + 1);
+            let want = match (padded, extent) {
+                (Some(a), Some(e)) if a >= e => (a - e) / self.p.stride[axis] + 1,
+                _ => return Err("the dilated filter does not fit the padded input".into()),
+            };
+            if want != out {
+                return Err(format!("output {} is {out}, the attributes give {want}", ["height", "width"][axis]));
+            }
+        }
+        Ok(())
+    }
+
+    fn icpg(&self) -> usize {
+        self.ic / self.p.group
+    }
+
+    fn ocpg(&self) -> usize {
+        self.oc / self.p.group
+    }
+
+    fn stride(&self, axis: usize) -> usize {
+        self.p.stride[axis]
+    }
+
+    /// Whether output position `o` meets the input through tap `k` along `axis`.
+    fn tap_ok(&self, axis: usize, o: usize, k: usize) -> bool {
+        let pos = o * self.p.stride[axis] + k * self.p.dil[axis];
+        let size = [self.h, self.w][axis];
+        pos >= self.p.pad[axis] && pos - self.p.pad[axis] < size
+    }
+
+    /// The output positions `lo..hi` along `axis` whose every tap is inside the input.
+    fn interior(&self, axis: usize) -> (usize, usize) {
+        let (size, f, out) = ([self.h, self.w][axis], [self.fh, self.fw][axis], [self.oh, self.ow][axis]);
+        let (s, p, d) = (self.p.stride[axis], self.p.pad[axis], self.p.dil[axis]);
+        let lo = p.div_ceil(s).min(out);
+        let last = (size + p).checked_sub(1 + (f - 1) * d);
+        let hi = last.map_or(0, |l| (l / s + 1).min(out));
+        (lo, hi.max(lo))
+    }
+
+    /// `lo..hi` of the taps along `axis` that stay inside the input for the
+    /// (dynamic) output position `o`.
+    fn tap_range(&self, k: &mut KernelBuilder<'_, '_>, axis: usize, o: ValueId) -> (ValueId, ValueId) {
+        let (size, f) = ([self.h, self.w][axis], [self.fh, self.fw][axis]);
+        let (s, p, d) = (self.p.stride[axis] as i64, self.p.pad[axis] as i64, self.p.dil[axis] as i64);
+        let os = k.mul_i(o, s);
+        let zero = k.index(0);
+        // lo = ceil(max(p - o·s, 0) / d)
+        let pi = k.index(p);
+        let t = k.sub(pi, os);
+        let t = k.max(t, zero);
+        let t = k.add_i(t, d - 1);
+        let lo = div_i(k, t, d as usize);
+        // hi = min(f, max(size - 1 + p - o·s + d, 0) / d)
+        let ui = k.index(size as i64 - 1 + p + d);
+        let u = k.sub(ui, os);
+        let u = k.max(u, zero);
+        let u = div_i(k, u, d as usize);
+        let fi = k.index(f as i64);
+        let hi = k.min(u, fi);
+        (lo, hi)
+    }
+}
+
+/// Splits the parallel index `r` into subscripts over `counts` (row-major).
+fn split<const N: usize>(k: &mut KernelBuilder<'_, '_>, r: ValueId, counts: &[usize; N]) -> [ValueId; N] {
+    let mut out = [r; N];
+    let mut rest = r;
+    for d in (0..N).rev() {
+        if d == 0 {
+            out[d] = rest;
+        } else if counts[d] == 1 {
+            out[d] = k.index(0);
+        } else {
+            out[d] = rem_i(k, rest, counts[d]);
+            rest = div_i(k, rest, counts[d]);
+        }
+    }
+    out
+}
+
+fn div_i(k: &mut KernelBuilder<'_, '_>, a: ValueId, b: usize) -> ValueId {
+    let b = k.index(b as i64);
+    k.binary(BinOp::Div, a, b)
+}
+
+fn rem_i(k: &mut KernelBuilder<'_, '_>, a: ValueId, b: usize) -> ValueId {
+    if b == 1 {
+        return k.index(0);
+    }
+    let b = k.index(b as i64);
+    k.binary(BinOp::Rem, a, b)
+}
+
+/// Where results go: [`KernelCx::emit`] of the kernel being written.
+#[derive(Clone)]
+struct Sink {
+    output: ValueId,
+    epilogue: Epilogue,
+}
+
+impl Sink {
+    fn of(cx: &KernelCx<'_, '_, '_>) -> Sink {
+        Sink { output: cx.output, epilogue: cx.epilogue.clone() }
+    }
+
+    /// Applies the fused epilogue to `v` and stores it at `idx`.
+    fn emit(&self, k: &mut KernelBuilder<'_, '_>, v: ValueId, idx: &[ValueId]) -> LResult<()> {
+        KernelCx { k, inputs: Vec::new(), output: self.output, epilogue: self.epilogue.clone() }.emit(v, idx)
+    }
+}
+
+/// Adds `z` (if any), applies the nonlinearity and emits `acc` at `idx`.
+fn finish(
+    k: &mut KernelBuilder<'_, '_>,
+    sink: &Sink,
+    nl: Nonlinearity,
+    z: Option<ValueId>,
+    acc: ValueId,
+    idx: &[ValueId],
+    vector: bool,
+) -> LResult<()> {
+    let mut v = acc;
+    if let Some(z) = z {
+        let zv = if vector { k.load_vec(z, idx, LANES) } else { k.load(z, idx) };
+        v = k.add(v, zv);
+    }
+    let mode = match nl {
+        Nonlinearity::Identity => None,
+        Nonlinearity::Relu => Some(Mode::Relu),
+        Nonlinearity::Sigmoid => Some(Mode::Sigmoid),
+        Nonlinearity::HSwish => Some(Mode::HSwish),
+    };
+    if let Some(mode) = mode {
+        v = emit_elemwise(k, mode, &[v]).map_err(|message| LowerError { op: "conv nonlinearity".into(), message })?;
+    }
+    sink.emit(k, v, idx)
+}
+
+// ---------------------------------------------------------------- row and column planning
+
+/// One accumulator group of a block: output pixels `off..off + 4` as one
+/// vector (`vec`, plain NCHW only) or pixel `off`, relative to the block start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Group {
+    off: usize,
+    vec: bool,
+}
+
+impl Group {
+    fn width(self) -> usize {
+        if self.vec { L } else { 1 }
+    }
+}
+
+/// A straight-line block at a static column.
+#[derive(Clone, Debug)]
+struct StaticBlock {
+    start: usize,
+    groups: Vec<Group>,
+}
+
+/// The loop over interior blocks: `count` blocks of `width` pixels from `start`.
+#[derive(Clone, Debug)]
+struct Interior {
+    start: usize,
+    count: usize,
+    width: usize,
+    groups: Vec<Group>,
+}
+
+/// How one output row is covered (the same for every row).
+#[derive(Clone, Debug)]
+struct ColPlan {
+    statics: Vec<StaticBlock>,
+    interior: Option<Interior>,
+}
+
+/// Plans the columns of a row: interior blocks shaped like `tpl` (spanning
+/// `width` pixels) in a loop, the rest in straight-line blocks of at most
+/// `gmax` groups (vectors of 4 pixels where `vec_ok` and all 4 are interior).
+/// `align` starts the interior loop at a multiple of `width`, so the left
+/// border block is a full one. `None`: the general per-pixel path is better.
+fn plan_columns(g: &Geom, tpl: &[Group], width: usize, vec_ok: bool, gmax: usize, align: bool) -> Option<ColPlan> {
+    if g.fw > MAX_UNROLLED_FW {
+        return None;
+    }
+    let (c_lo, c_hi) = g.interior(1);
+    let mut regions = Vec::new();
+    let mut interior = None;
+    if c_hi - c_lo >= width {
+        let a = if align && c_lo > 0 { c_lo.next_multiple_of(width).min(c_hi) } else { c_lo };
+        let count = (c_hi - a) / width;
+        regions.push((0, a));
+        regions.push((a + count * width, g.ow));
+        if count > 0 {
+            interior = Some(Interior { start: a, count, width, groups: tpl.to_vec() });
+        }
+    } else {
+        regions.push((0, g.ow));
+    }
+    let mut statics = Vec::new();
+    for (s, e) in regions {
+        let mut groups: Vec<Group> = Vec::new();
+        let mut q = s;
+        while q < e {
+            let vec = vec_ok && q + L <= e && q >= c_lo && q + L <= c_hi;
+            groups.push(Group { off: q, vec });
+            q += if vec { L } else { 1 };
+        }
+        for chunk in groups.chunks(gmax.max(1)) {
+            let start = chunk[0].off;
+            statics.push(StaticBlock {
+                start,
+                groups: chunk.iter().map(|gr| Group { off: gr.off - start, vec: gr.vec }).collect(),
+            });
+        }
+    }
+    (statics.len() <= MAX_STATIC_BLOCKS).then_some(ColPlan { statics, interior })
+}
+
+/// The filter rows a row of output meets.
+#[derive(Clone, Copy, Debug)]
+enum Rows {
+    /// Every row (no output row meets the padding).
+    All,
+    /// `lo..hi`, computed per output row.
+    Range(ValueId, ValueId),
+}
+
+/// How a block's input columns are known.
+#[derive(Clone, Copy, Debug)]
+enum Cols {
+    /// The block starts at this static output column: taps in the padding are left out.
+    Static(usize),
+    /// Interior block whose first pixel reads input column `iw0 + kw·dw`: every tap is inside.
+    Interior(ValueId),
+    /// One pixel reading `iw0 + kw·dw` for the dynamic taps `lo..hi`.
+    Dynamic(ValueId, ValueId, ValueId),
+}
+
+/// A row of output being computed.
+#[derive(Clone, Copy, Debug)]
+struct RowTaps {
+    oh: ValueId,
+    /// `oh·sh - ph`: the input row of filter row 0.
+    ih0: ValueId,
+    rows: Rows,
+}
+
+/// One filter tap as a block sees it: filter row and column, input row, and
+/// per group the input column of its first pixel (`None`: in the padding).
+struct Tap<'a> {
+    kh: ValueId,
+    ih: ValueId,
+    kw: ValueId,
+    iw: &'a [Option<ValueId>],
+}
+
+type TapFn<'f> = dyn FnMut(&mut KernelBuilder<'_, '_>, &Tap<'_>, &[ValueId]) -> LResult<Vec<ValueId>> + 'f;
+
+/// Runs `body` over every filter tap of a block, threading the accumulators
+/// `acc` through the loops that carry them: filter rows, then runs of filter
+/// columns with the same set of valid groups. Each loop body is one tap, so
+/// the values it loads stay few (the code generator's scheduler keeps a loop
+/// body's loads live until its last use, so big unrolled bodies spill).
+fn for_taps(
+    k: &mut KernelBuilder<'_, '_>,
+    g: &Geom,
+    row: &RowTaps,
+    cols: Cols,
+    groups: &[Group],
+    acc: Vec<ValueId>,
+    body: &mut TapFn<'_>,
+) -> LResult<Vec<ValueId>> {
+    let one = k.index(1);
+    let (lo, hi) = match row.rows {
+        Rows::All => (k.index(0), k.index(g.fh as i64)),
+        Rows::Range(lo, hi) => (lo, hi),
+    };
+    k.for_loop(lo, hi, one, &acc, None, |k, kh, acc| taps_in_row(k, g, row, kh, cols, groups, acc.to_vec(), body))
+}
+
+/// The filter columns of one filter row: `(kw_lo, kw_hi, per group the input
+/// column of its first pixel at kw = 0, if the group reads the input there)`.
+type KwRun = (ValueId, ValueId, Vec<Option<ValueId>>);
+
+#[allow(clippy::too_many_arguments)]
+fn taps_in_row(
+    k: &mut KernelBuilder<'_, '_>,
+    g: &Geom,
+    row: &RowTaps,
+    kh: ValueId,
+    cols: Cols,
+    groups: &[Group],
+    mut acc: Vec<ValueId>,
+    body: &mut TapFn<'_>,
+) -> LResult<Vec<ValueId>> {
+    let khd = k.mul_i(kh, g.p.dil[0] as i64);
+    let ih = k.add(row.ih0, khd);
+    let (sw, pw, dw) = (g.p.stride[1] as i64, g.p.pad[1] as i64, g.p.dil[1] as i64);
+    let runs: Vec<KwRun> = match cols {
+        Cols::Static(start) => {
+            let valid = |kw: usize| -> Vec<bool> {
+                groups.iter().map(|gr| (0..gr.width()).all(|l| g.tap_ok(1, start + gr.off + l, kw))).collect()
+            };
+            let mut runs = Vec::new();
+            let mut kw = 0;
+            while kw < g.fw {
+                let pattern = valid(kw);
+                let mut end = kw + 1;
+                while end < g.fw && valid(end) == pattern {
+                    end += 1;
+                }
+                if pattern.iter().any(|&v| v) {
+                    let bases = groups
+                        .iter()
+                        .zip(&pattern)
+                        .map(|(gr, &v)| v.then(|| k.index((start + gr.off) as i64 * sw - pw)))
+                        .collect();
+                    runs.push((k.index(kw as i64), k.index(end as i64), bases));
+                }
+                kw = end;
+            }
+            runs
+        }
+        Cols::Interior(iw0) => {
+            let bases = groups.iter().map(|gr| Some(k.add_i(iw0, gr.off as i64 * sw))).collect();
+            vec![(k.index(0), k.index(g.fw as i64), bases)]
+        }
+        Cols::Dynamic(iw0, lo, hi) => vec![(lo, hi, vec![Some(iw0)])],
+    };
+    let one = k.index(1);
+    for (lo, hi, bases) in runs {
+        acc = k.for_loop(lo, hi, one, &acc, None, |k, kw, acc| {
+            let kwd = k.mul_i(kw, dw);
+            let iws: Vec<Option<ValueId>> = bases.iter().map(|b| b.map(|b| k.add(b, kwd))).collect();
+            body(k, &Tap { kh, ih, kw, iw: &iws }, acc)
+        })?;
+    }
+    Ok(acc)
+}
+
+/// A micro-kernel family: how a row is set up and how one block of it is computed.
+trait Engine {
+    /// What a row's blocks share (decoded indices, weight subscripts).
+    type Row;
+    /// Decodes the outer part `t` of the parallel index (everything but `oh`).
+    fn row(&self, k: &mut KernelBuilder<'_, '_>, t: ValueId, taps: RowTaps) -> Self::Row;
+    /// Computes and emits the block of `groups` starting at output column `ow0`.
+    fn block(
+        &self,
+        k: &mut KernelBuilder<'_, '_>,
+        sink: &Sink,
+        row: &Self::Row,
+        ow0: ValueId,
+        cols: Cols,
+        groups: &[Group],
+    ) -> LResult<()>;
+}
+
+/// The kernel: a parallel loop over `outer × OH` rows, each covered by `plan`
+/// (or pixel by pixel with dynamic filter ranges when there is none).
+fn drive<E: Engine>(
+    k: &mut KernelBuilder<'_, '_>,
+    sink: &Sink,
+    g: &Geom,
+    outer: usize,
+    plan: Option<&ColPlan>,
+    e: &E,
+) -> LResult<()> {
+    if outer == 0 || g.oh == 0 || g.ow == 0 {
+        return Ok(());
+    }
+    let all_rows = g.interior(0) == (0, g.oh);
+    let (sw, pw) = (g.p.stride[1] as i64, g.p.pad[1] as i64);
+    k.parallel((outer * g.oh) as i64, |k, r| {
+        let [t, oh] = split(k, r, &[outer, g.oh]);
+        let rows = if all_rows {
+            Rows::All
+        } else {
+            let (lo, hi) = g.tap_range(k, 0, oh);
+            Rows::Range(lo, hi)
+        };
+        let ohs = k.mul_i(oh, g.p.stride[0] as i64);
+        let ph = k.index(g.p.pad[0] as i64);
+        let ih0 = k.sub(ohs, ph);
+        let row = e.row(k, t, RowTaps { oh, ih0, rows });
+        let iw0_of = |k: &mut KernelBuilder<'_, '_>, ow0: ValueId| {
+            let s = k.mul_i(ow0, sw);
+            let p = k.index(pw);
+            k.sub(s, p)
+        };
+        match plan {
+            Some(plan) => {
+                for sb in &plan.statics {
+                    let ow0 = k.index(sb.start as i64);
+                    e.block(k, sink, &row, ow0, Cols::Static(sb.start), &sb.groups)?;
+                }
+                if let Some(it) = &plan.interior {
+                    let end = it.start + it.count * it.width;
+                    k.for_range(it.start as i64, end as i64, it.width as i64, |k, ow0| {
+                        let iw0 = iw0_of(k, ow0);
+                        e.block(k, sink, &row, ow0, Cols::Interior(iw0), &it.groups)
+                    })?;
+                }
+                Ok(())
+            }
+            None => k.for_range(0, g.ow as i64, 1, |k, ow| {
+                let iw0 = iw0_of(k, ow);
+                let (lo, hi) = g.tap_range(k, 1, ow);
+                e.block(k, sink, &row, ow, Cols::Dynamic(iw0, lo, hi), &[Group { off: 0, vec: false }])
+            }),
+        }
+    })
+}
+
+// ---------------------------------------------------------------- blocked layouts
+
+/// Subscripts of activations in a layout: `(n, channel block, h, w, lane)`.
+#[derive(Clone, Copy, Debug)]
+struct Act {
+    layout: Layout,
+}
+
+impl Act {
+    fn at(&self, n: ValueId, cb: ValueId, h: ValueId, w: ValueId, lane: ValueId) -> Vec<ValueId> {
+        match channel_axes(self.layout) {
+            None => vec![n, cb, h, w],
+            Some((ci, li)) => {
+                let (hi, wi) = spatial_axes(self.layout);
+                let mut v = vec![n; 5];
+                v[ci] = cb;
+                v[li] = lane;
+                v[hi] = h;
+                v[wi] = w;
+                v
+            }
+        }
+    }
+}
+
+/// The weight formats the blocked kernels read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BKind {
+    /// `[OC/P, IC/P, FH, FW, P(ic), P(oc)]`, blocked input.
+    Dense,
+    /// `[G, OCPG/P, ICPG/P, FH, FW, P(ic), P(oc)]`, blocked input.
+    Group { ocbpg: usize, icbpg: usize },
+    /// `[OC/P, FH, FW, IC, P(oc)]`, blocked input (`#nhwcd4`).
+    Nhwcd4,
+    /// `[OC/P, FH, FW, IC, P(oc)]`, plain NCHW input; `cc` channels unrolled per step.
+    Hybrid { cc: usize },
+    /// `[G/P, 1, 1, FH, FW, P]`: depthwise.
+    ChannelWise,
+}
+
+/// A `layout.conv_bias`.
+struct Blocked {
+    g: Geom,
+    /// Vectors per channel block (`P / 4`).
+    v: usize,
+    kind: BKind,
+    act: Act,
+    nl: Nonlinearity,
+    x: ValueId,
+    w: ValueId,
+    b: ValueId,
+    z: Option<ValueId>,
+    /// Output channel blocks.
+    ocb: usize,
+    /// Steps of the channel loop and channels unrolled per step.
+    chunks: usize,
+    cc: usize,
+}
+
+/// Per-row values of a blocked kernel.
+struct BRow {
+    n: ValueId,
+    ocb: ValueId,
+    taps: RowTaps,
+    /// Leading weight subscripts (`[ocb]`, `[g, o]`, `[cb, 0, 0]`).
+    wpre: Vec<ValueId>,
+    /// First input channel block read (group convolutions).
+    icb0: ValueId,
+}
+
+fn lower_blocked(cx: &mut KernelCx<'_, '_, '_>, op: OpId) -> LResult<()> {
+    let ctx = cx.k.ctx();
+    let data = ctx.op(op).clone();
+    if !(3..=4).contains(&data.operands.len()) || cx.inputs.len() != data.operands.len() {
+        return Err(cx.err(op, "expects operands x, w, b and an optional z"));
+    }
+    let format = ctx
+        .op_attr(op, "format")
+        .and_then(|a| attr_kind::Layout::get(ctx, a))
+        .ok_or_else(|| cx.err(op, "attribute `format` must be a layout"))?;
+    let wf = ctx
+        .op_attr(op, "weight_format")
+        .and_then(|a| attr_kind::Str::get(ctx, a))
+        .ok_or_else(|| cx.err(op, "attribute `weight_format` must be a string"))?;
+    let wf = WeightFormat::parse(wf).map_err(|m| cx.err(op, m))?;
+    let Some(p) = format.block().map(|p| p as usize) else {
+        return Err(cx.err(op, format!("attribute `format` must be a blocked layout, is #{format}")));
+    };
+    let pr = params(cx, op)?;
+    let nl = nonlinearity_of(cx, op)?;
+    let (xv, wv, bv, ov) = (data.operands[0], data.operands[1], data.operands[2], data.results[0]);
+    let xt = cx.tensor(xv);
+    let fixed = |s: Vec<usize>| -> Vec<Dim> { s.into_iter().map(|d| Dim::Fixed(d as u64)).collect() };
+    let logical = |l: Layout, s: Vec<usize>| -> Result<[usize; 4], String> {
+        let d = unpack_dims(l, &fixed(s))?;
+        Ok(d.map(|d| d.fixed().unwrap_or(0) as usize))
+    };
+    let want_x = if wf == WeightFormat::Hybrid { Layout::Nchw } else { format };
+    if xt.layout != want_x || cx.tensor(ov).layout != format {
+        return Err(cx.err(
+            op,
+            format!(
+                "x must be in #{want_x} and the result in #{format}, are #{} and #{}",
+                xt.layout,
+                cx.tensor(ov).layout
+            ),
+        ));
+    }
+    let [n, ic, h, w] = logical(xt.layout, cx.shape(xv)).map_err(|m| cx.err(op, format!("operand `x`: {m}")))?;
+    let [n2, oc, oh, ow] = logical(format, cx.shape(ov)).map_err(|m| cx.err(op, format!("the result: {m}")))?;
+    let wdims = wf
+        .unpack_dims(p as u64, pr.group as u64, &fixed(cx.shape(wv)))
+        .map_err(|m| cx.err(op, format!("operand `w`: {m}")))?;
+    let [woc, wicpg, fh, fw] = wdims.map(|d| d as usize);
+    let g = Geom { n, ic, h, w, oc, oh, ow, fh, fw, p: pr };
+    let mismatch = n2 != n || woc != oc || wicpg.checked_mul(pr.group) != Some(ic);
+    if mismatch {
+        return Err(cx.err(
+            op,
+            format!("x [{n}, {ic}, {h}, {w}], w {wdims:?} and the result [{n2}, {oc}, {oh}, {ow}] disagree"),
+        ));
+    }
+    g.check().map_err(|m| cx.err(op, m))?;
+    let want_b = pack_dims(format, [1, oc as u64, 1, 1].map(Dim::Fixed)).map_err(|m| cx.err(op, m))?;
+    if cx.tensor(bv).shape != want_b || cx.tensor(bv).layout != format {
+        return Err(cx.err(op, format!("operand `b` must be [1, {oc}, 1, 1] stored in #{format}")));
+    }
+    if let Some(&zv) = data.operands.get(3)
+        && (cx.tensor(zv).shape != cx.tensor(ov).shape || cx.tensor(zv).layout != format)
+    {
+        return Err(cx.err(op, "operand `z` must have the result's type"));
+    }
+    let kind = match wf {
+        WeightFormat::Dense => BKind::Dense,
+        WeightFormat::Group => BKind::Group { ocbpg: g.ocpg() / p, icbpg: g.icpg() / p },
+        WeightFormat::Nhwcd4 => BKind::Nhwcd4,
+        WeightFormat::Hybrid => BKind::Hybrid { cc: (1..=8).rev().find(|&d| ic.is_multiple_of(d)).unwrap_or(1) },
+        WeightFormat::ChannelWise | WeightFormat::Nchw4ChannelWise => BKind::ChannelWise,
+        other => {
+            return Err(cx.err(
+                op,
+                format!("weight format `{}` (int8 dot-product / GPU filters) has no f32 kernel", other.name()),
+            ));
+        }
+    };
+    let (chunks, cc) = match kind {
+        BKind::Dense | BKind::Nhwcd4 => (ic / p, p),
+        BKind::Group { icbpg, .. } => (icbpg, p),
+        BKind::Hybrid { cc } => (ic / cc, cc),
+        BKind::ChannelWise => (1, 1),
+    };
+    let v = p / L;
+    let e = Blocked {
+        g,
+        v,
+        kind,
+        act: Act { layout: format },
+        nl,
+        x: cx.inputs[0],
+        w: cx.inputs[1],
+        b: cx.inputs[2],
+        z: cx.inputs.get(3).copied(),
+        ocb: oc / p,
+        chunks,
+        cc,
+    };
+    // Depthwise blocks load an input vector per accumulator: keep weights,
+    // inputs and accumulators of one tap within the 16 vector registers.
+    let owb =
+        if kind == BKind::ChannelWise { ((15 - v.min(7)) / (2 * v)).max(1) } else { (BLOCKED_ACCUMULATORS / v).max(1) };
+    let tpl: Vec<Group> = (0..owb).map(|off| Group { off, vec: false }).collect();
+    let plan = plan_columns(&g, &tpl, owb, false, owb, true);
+    let sink = Sink::of(cx);
+    drive(cx.k, &sink, &g, n * e.ocb, plan.as_ref(), &e)
+}
+
+impl Blocked {
+    /// Input scalar of channel `c` of step `ch` at `(ih, iw)`.
+    fn x_at(
+        &self,
+        row: &BRow,
+        ch: &Chunk,
+        c: ValueId,
+        ih: ValueId,
+        iw: ValueId,
+        k: &mut KernelBuilder<'_, '_>,
+    ) -> Vec<ValueId> {
+        match self.kind {
+            BKind::Hybrid { .. } => {
+                let icx = k.add(ch.ic0, c);
+                vec![row.n, icx, ih, iw]
+            }
+            _ => self.act.at(row.n, ch.icb, ih, iw, c),
+        }
+    }
+
+    /// Weight vector `v` of channel `c` of step `ch` at tap `(kh, kw)`.
+    fn w_at(
+        &self,
+        k: &mut KernelBuilder<'_, '_>,
+        row: &BRow,
+        ch: &Chunk,
+        c: ValueId,
+        tap: &Tap<'_>,
+        v: usize,
+    ) -> Vec<ValueId> {
+        let lane = k.index((v * L) as i64);
+        let mut idx = row.wpre.clone();
+        match self.kind {
+            BKind::Dense | BKind::Group { .. } => idx.extend([ch.ch, tap.kh, tap.kw, c, lane]),
+            BKind::Nhwcd4 | BKind::Hybrid { .. } => {
+                let icx = k.add(ch.ic0, c);
+                idx.extend([tap.kh, tap.kw, icx, lane]);
+            }
+            BKind::ChannelWise => idx.extend([tap.kh, tap.kw, lane]),
+        }
+        idx
+    }
+
+    /// One tap of a channel step: a loop over its channels, each loading
+    /// `P/4` weight vectors and multiplying splat inputs into them.
+    fn dense_tap(
+        &self,
+        k: &mut KernelBuilder<'_, '_>,
+        row: &BRow,
+        ch: &Chunk,
+        tap: &Tap<'_>,
+        acc: &[ValueId],
+    ) -> LResult<Vec<ValueId>> {
+        let (lo, hi, one) = (k.index(0), k.index(self.cc as i64), k.index(1));
+        k.for_loop(lo, hi, one, acc, None, |k, c, acc| {
+            let mut acc = acc.to_vec();
+            let wv: Vec<ValueId> = (0..self.v)
+                .map(|v| {
+                    let idx = self.w_at(k, row, ch, c, tap, v);
+                    k.load_vec(self.w, &idx, LANES)
+                })
+                .collect();
+            for (gi, iw) in tap.iw.iter().enumerate() {
+                let Some(iw) = *iw else { continue };
+                let idx = self.x_at(row, ch, c, tap.ih, iw, k);
+                let xs = k.load(self.x, &idx);
+                let s = k.splat(xs, LANES);
+                for (v, &wvec) in wv.iter().enumerate() {
+                    let a = &mut acc[gi * self.v + v];
+                    *a = k.fma(s, wvec, *a);
+                }
+            }
+            Ok(acc)
+        })
+    }
+
+    /// One tap of a depthwise block: input vectors times weight vectors.
+    fn channelwise_tap(
+        &self,
+        k: &mut KernelBuilder<'_, '_>,
+        row: &BRow,
+        tap: &Tap<'_>,
+        acc: &[ValueId],
+    ) -> LResult<Vec<ValueId>> {
+        let mut acc = acc.to_vec();
+        let ch = Chunk { ch: row.ocb, icb: row.ocb, ic0: row.ocb };
+        let wv: Vec<ValueId> = (0..self.v)
+            .map(|v| {
+                let zero = k.index(0);
+                let idx = self.w_at(k, row, &ch, zero, tap, v);
+                k.load_vec(self.w, &idx, LANES)
+            })
+            .collect();
+        for (gi, iw) in tap.iw.iter().enumerate() {
+            let Some(iw) = *iw else { continue };
+            for (v, &wvec) in wv.iter().enumerate() {
+                let lane = k.index((v * L) as i64);
+                let idx = self.act.at(row.n, row.ocb, tap.ih, iw, lane);
+                let xv = k.load_vec(self.x, &idx, LANES);
+                let a = &mut acc[gi * self.v + v];
+                *a = k.fma(xv, wvec, *a);
+            }
+        }
+        Ok(acc)
+    }
+}
+
+/// One step of the channel loop: its index, the input channel block it reads
+/// (blocked input) and its first input channel (`nhwcd4` / hybrid weights).
+struct Chunk {
+    ch: ValueId,
+    icb: ValueId,
+    ic0: ValueId,
+}
+
+impl Engine for Blocked {
+    type Row = BRow;
+
+    fn row(&self, k: &mut KernelBuilder<'_, '_>, t: ValueId, taps: RowTaps) -> BRow {
+        let [n, ocb] = split(k, t, &[self.g.n, self.ocb]);
+        let zero = k.index(0);
+        let (wpre, icb0) = match self.kind {
+            BKind::Group { ocbpg, icbpg } => {
+                let grp = div_i(k, ocb, ocbpg);
+                let o = rem_i(k, ocb, ocbpg);
+                let icb0 = k.mul_i(grp, icbpg as i64);
+                (vec![grp, o], icb0)
+            }
+            BKind::ChannelWise => (vec![ocb, zero, zero], zero),
+            _ => (vec![ocb], zero),
+        };
+        BRow { n, ocb, taps, wpre, icb0 }
+    }
+
+    fn block(
+        &self,
+        k: &mut KernelBuilder<'_, '_>,
+        sink: &Sink,
+        row: &BRow,
+        ow0: ValueId,
+        cols: Cols,
+        groups: &[Group],
+    ) -> LResult<()> {
+        let zero = k.index(0);
+        let bias: Vec<ValueId> = (0..self.v)
+            .map(|v| {
+                let lane = k.index((v * L) as i64);
+                let idx = self.act.at(zero, row.ocb, zero, zero, lane);
+                k.load_vec(self.b, &idx, LANES)
+            })
+            .collect();
+        let inits: Vec<ValueId> = groups.iter().flat_map(|_| bias.iter().copied()).collect();
+        let g = &self.g;
+        let acc = if self.kind == BKind::ChannelWise {
+            for_taps(k, g, &row.taps, cols, groups, inits, &mut |k, tap, acc| self.channelwise_tap(k, row, tap, acc))?
+        } else {
+            let (lo, hi, one) = (k.index(0), k.index(self.chunks as i64), k.index(1));
+            k.for_loop(lo, hi, one, &inits, None, |k, ch, acc| {
+                let icb = k.add(row.icb0, ch);
+                let ic0 = k.mul_i(ch, self.cc as i64);
+                let chunk = Chunk { ch, icb, ic0 };
+                for_taps(k, g, &row.taps, cols, groups, acc.to_vec(), &mut |k, tap, acc| {
+                    self.dense_tap(k, row, &chunk, tap, acc)
+                })
+            })?
+        };
+        for (gi, gr) in groups.iter().enumerate() {
+            let ow = k.add_i(ow0, gr.off as i64);
+            for v in 0..self.v {
+                let lane = k.index((v * L) as i64);
+                let idx = self.act.at(row.n, row.ocb, row.taps.oh, ow, lane);
+                finish(k, sink, self.nl, self.z, acc[gi * self.v + v], &idx, true)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- plain NCHW
+
+/// A `graph.conv2d` / `graph.conv_bias` on plain NCHW tensors.
+struct Plain {
+    g: Geom,
+    nl: Nonlinearity,
+    x: ValueId,
+    w: ValueId,
+    b: Option<ValueId>,
+    z: Option<ValueId>,
+    /// Output channels per block (all in one group).
+    noc: usize,
+}
+
+/// Per-row values of a plain kernel.
+struct PRow {
+    n: ValueId,
+    oc0: ValueId,
+    /// First input channel of the group.
+    c0: ValueId,
+    taps: RowTaps,
+}
+
+fn lower_plain(cx: &mut KernelCx<'_, '_, '_>, op: OpId) -> LResult<()> {
+    let data = cx.k.ctx().op(op).clone();
+    let bias = cx.k.ctx().op_name(op) == "graph.conv_bias";
+    let want = if bias { 3..=4 } else { 2..=2 };
+    if !want.contains(&data.operands.len()) || cx.inputs.len() != data.operands.len() {
+        return Err(cx.err(op, "unexpected operands"));
+    }
+    let ov = data.results[0];
+    let mut vals = data.operands.clone();
+    vals.push(ov);
+    plain_layouts(cx, op, &vals)?;
+    let (xs, ws, os) = (cx.shape(data.operands[0]), cx.shape(data.operands[1]), cx.shape(ov));
+    let [Some([n, ic, h, w]), Some([oc, icpg, fh, fw]), Some([n2, oc2, oh, ow])] = [rank4(&xs), rank4(&ws), rank4(&os)]
+    else {
+        return Err(cx.err(op, format!("x, w and the result must have rank 4, have {xs:?}, {ws:?}, {os:?}")));
+    };
+    let pr = params(cx, op)?;
+    let g = Geom { n, ic, h, w, oc, oh, ow, fh, fw, p: pr };
+    if n2 != n || oc2 != oc || icpg.checked_mul(pr.group) != Some(ic) {
+        return Err(cx.err(op, format!("x {xs:?}, w {ws:?} and the result {os:?} disagree")));
+    }
+    g.check().map_err(|m| cx.err(op, m))?;
+    if bias && cx.shape(data.operands[2]) != [1, oc, 1, 1] {
+        return Err(cx.err(op, format!("operand `b` must have shape [1, {oc}, 1, 1]")));
+    }
+    if let Some(&zv) = data.operands.get(3)
+        && cx.shape(zv) != os
+    {
+        return Err(cx.err(op, "operand `z` must have the result's shape"));
+    }
+    let nl = if bias { nonlinearity_of(cx, op)? } else { Nonlinearity::Identity };
+    let ocpg = g.ocpg();
+    let noc = [4, 3, 2, 1].into_iter().find(|&d| ocpg.is_multiple_of(d)).unwrap_or(1);
+    let e = Plain {
+        g,
+        nl,
+        x: cx.inputs[0],
+        w: cx.inputs[1],
+        b: bias.then(|| cx.inputs[2]),
+        z: cx.inputs.get(3).copied(),
+        noc,
+    };
+    let vec = g.stride(1) == 1 && ow >= L;
+    let (tpl, width, gmax) = if vec {
+        let gmax = (8 / noc).clamp(1, 4);
+        ((0..gmax).map(|i| Group { off: i * L, vec: true }).collect::<Vec<_>>(), gmax * L, gmax)
+    } else {
+        let gmax = (12 / noc).clamp(2, 8);
+        ((0..gmax).map(|off| Group { off, vec: false }).collect(), gmax, gmax)
+    };
+    let plan = plan_columns(&g, &tpl, width, vec, gmax, false);
+    let sink = Sink::of(cx);
+    drive(cx.k, &sink, &g, n * (oc / noc), plan.as_ref(), &e)
+}
+
+impl Plain {
+    /// One tap of input channel `c` (`ic` within the group): splat weights of the block's channels
+    /// times input vectors (or scalars) of its groups.
+    fn tap(
+        &self,
+        k: &mut KernelBuilder<'_, '_>,
+        row: &PRow,
+        [ic, c]: [ValueId; 2],
+        groups: &[Group],
+        tap: &Tap<'_>,
+        acc: &[ValueId],
+    ) -> Vec<ValueId> {
+        let mut acc = acc.to_vec();
+        let ng = groups.len();
+        let any_vec = groups.iter().zip(tap.iw).any(|(gr, iw)| gr.vec && iw.is_some());
+        let mut ws = Vec::with_capacity(self.noc);
+        let mut wv = Vec::with_capacity(self.noc);
+        for o in 0..self.noc {
+            let oc = k.add_i(row.oc0, o as i64);
+            let s = k.load(self.w, &[oc, ic, tap.kh, tap.kw]);
+            ws.push(s);
+            wv.push(if any_vec { k.splat(s, LANES) } else { s });
+        }
+        for (gi, (gr, iw)) in groups.iter().zip(tap.iw).enumerate() {
+            let Some(iw) = *iw else { continue };
+            let idx = [row.n, c, tap.ih, iw];
+            let xg = if gr.vec { k.load_vec(self.x, &idx, LANES) } else { k.load(self.x, &idx) };
+            for o in 0..self.noc {
+                let wgt = if gr.vec { wv[o] } else { ws[o] };
+                let a = &mut acc[o * ng + gi];
+                *a = k.fma(xg, wgt, *a);
+            }
+        }
+        acc
+    }
+}
+
+impl Engine for Plain {
+    type Row = PRow;
+
+    fn row(&self, k: &mut KernelBuilder<'_, '_>, t: ValueId, taps: RowTaps) -> PRow {
+        let [n, blk] = split(k, t, &[self.g.n, self.g.oc / self.noc]);
+        let oc0 = k.mul_i(blk, self.noc as i64);
+        let grp = div_i(k, oc0, self.g.ocpg());
+        let c0 = k.mul_i(grp, self.g.icpg() as i64);
+        PRow { n, oc0, c0, taps }
+    }
+
+    fn block(
+        &self,
+        k: &mut KernelBuilder<'_, '_>,
+        sink: &Sink,
+        row: &PRow,
+        ow0: ValueId,
+        cols: Cols,
+        groups: &[Group],
+    ) -> LResult<()> {
+        let zero = k.index(0);
+        let mut inits = Vec::with_capacity(self.noc * groups.len());
+        for o in 0..self.noc {
+            let s = match self.b {
+                Some(b) => {
+                    let oc = k.add_i(row.oc0, o as i64);
+                    k.load(b, &[zero, oc, zero, zero])
+                }
+                None => k.f32(0.0),
+            };
+            let v = groups.iter().any(|gr| gr.vec).then(|| k.splat(s, LANES));
+            for gr in groups {
+                inits.push(if gr.vec { v.unwrap_or(s) } else { s });
+            }
+        }
+        let g = &self.g;
+        let (lo, hi, one) = (k.index(0), k.index(g.icpg() as i64), k.index(1));
+        let acc = k.for_loop(lo, hi, one, &inits, None, |k, ic, acc| {
+            let c = k.add(row.c0, ic);
+            for_taps(k, g, &row.taps, cols, groups, acc.to_vec(), &mut |k, tap, acc| {
+                Ok(self.tap(k, row, [ic, c], groups, tap, acc))
+            })
+        })?;
+        for o in 0..self.noc {
+            let oc = k.add_i(row.oc0, o as i64);
+            for (gi, gr) in groups.iter().enumerate() {
+                let ow = k.add_i(ow0, gr.off as i64);
+                let idx = [row.n, oc, row.taps.oh, ow];
+                finish(k, sink, self.nl, self.z, acc[o * groups.len() + gi], &idx, gr.vec)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "conv_tests.rs"]
+mod tests;

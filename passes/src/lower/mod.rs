@@ -599,32 +599,43 @@ fn lower_function(ctx: &mut Context, module: OpId, f: OpId, fuse: bool, stats: &
     let mut rw = Rewriter::new(ctx);
     let (mut p, pargs) = ProgramBuilder::new(&mut rw, module, &tmp_name, &in_tys, &out_tys);
     let mut bufs: HashMap<ValueId, ValueId> = args.iter().copied().zip(pargs).collect();
-    // The kernel (root) that produces each value, and the last member op of each group.
+    // Constants first: they need no memory plan and may be read by any kernel,
+    // including an epilogue operand defined after the kernel's root op.
+    for &op in &ops {
+        let Some(Plan::Const(value)) = plan.get(&op) else { continue };
+        let r = p.rw().ctx().op(op).results[0];
+        let used = p.rw().ctx().value(r).uses.iter().any(|u| !matches!(plan.get(&u.op), Some(Plan::Const(_))));
+        if !used {
+            continue;
+        }
+        let t = p.rw().ctx().value_tensor(r).cloned().expect("invariant: checked tensor");
+        let bty = buffer_of(p.rw().ctx_mut(), &t);
+        let dense_ty = p.rw().ctx().value_type(r);
+        let attr = p.rw().ctx_mut().intern_attr(AttrData::Dense(DenseAttr {
+            ty: dense_ty,
+            storage: DenseStorage::Data(value.clone()),
+        }));
+        let b = p.constant(bty, attr);
+        bufs.insert(r, b);
+    }
+    // A fused group is launched where its last member stands: by then every
+    // other operand of its epilogue has been computed.
+    let launch_at: HashMap<OpId, OpId> =
+        members.iter().map(|(&root, group)| (*group.last().expect("invariant: groups are non-empty"), root)).collect();
     let mut kernel_count = 0usize;
     for &op in &ops {
         let Some(pl) = plan.get(&op) else { continue };
+        let (op, pl) = match (pl, launch_at.get(&op)) {
+            (Plan::Fused(_), Some(&root)) => (root, &Plan::Kernel),
+            (Plan::Kernel, _) if members.contains_key(&op) => continue,
+            _ => (op, pl),
+        };
         let ctx = p.rw().ctx();
         let loc = ctx.op(op).loc;
         let result = ctx.op(op).results.first().copied();
         match pl {
             Plan::Skip | Plan::Fused(_) => {}
-            Plan::Const(value) => {
-                let r = result.expect("invariant: planned ops have one result");
-                let t = p.rw().ctx().value_tensor(r).cloned().expect("invariant: checked tensor");
-                let bty = buffer_of(p.rw().ctx_mut(), &t);
-                // Only materialise constants something non-constant reads.
-                let ctx = p.rw().ctx();
-                let used = ctx.value(r).uses.iter().any(|u| !matches!(plan.get(&u.op), Some(Plan::Const(_))));
-                if used {
-                    let dense_ty = p.rw().ctx().value_type(r);
-                    let attr = p.rw().ctx_mut().intern_attr(AttrData::Dense(DenseAttr {
-                        ty: dense_ty,
-                        storage: DenseStorage::Data(value.clone()),
-                    }));
-                    let b = p.constant(bty, attr);
-                    bufs.insert(r, b);
-                }
-            }
+            Plan::Const(_) => {}
             Plan::View => {
                 let r = result.expect("invariant: planned ops have one result");
                 let src = p.rw().ctx().op(op).operands[0];
@@ -746,28 +757,12 @@ fn fusion_target(ctx: &Context, op: OpId, plan: &BTreeMap<OpId, Plan>) -> Option
         if ctx.op(op).operands.iter().filter(|&&w| w == v).count() != 1 {
             continue;
         }
-        // Other operands must be computed before the group's kernel runs: they
-        // are, because ops are in order and the launch happens at the root's
-        // position only if they are defined before the root.
-        let root_pos = position(ctx, root);
-        let ok = ctx.op(op).operands.iter().enumerate().filter(|&(j, _)| j != i).all(|(_, &w)| {
-            match ctx.defining_op(w) {
-                None => true,
-                Some(d) => matches!(plan.get(&d), Some(Plan::Const(_))) || position(ctx, d) < root_pos,
-            }
-        });
-        if !ok {
-            continue;
-        }
+        // The group launches at its last member's position, after every other
+        // operand of the epilogue has been computed (ops are in order).
         let _ = mode;
         return Some((root, i));
     }
     None
-}
-
-fn position(ctx: &Context, op: OpId) -> usize {
-    let b = ctx.op(op).parent.expect("invariant: op is in a block");
-    ctx.block(b).ops.iter().position(|&o| o == op).unwrap_or(usize::MAX)
 }
 
 /// Ops whose lowering stores through [`KernelCx::emit`] (so an epilogue applies).
