@@ -771,6 +771,8 @@ struct Blocked {
     /// Steps of the channel loop and channels unrolled per step.
     chunks: usize,
     cc: usize,
+    /// Channels per iteration of the channel loop.
+    unroll: usize,
 }
 
 /// Per-row values of a blocked kernel.
@@ -879,11 +881,12 @@ fn lower_blocked(cx: &mut KernelCx<'_, '_, '_>, op: OpId) -> LResult<()> {
         ocb: oc / p,
         chunks,
         cc,
+        unroll: std::env::var("CONV_U").ok().and_then(|v| v.parse().ok()).filter(|u| cc % u == 0).unwrap_or(1),
     };
     // Depthwise blocks load an input vector per accumulator: keep weights,
     // inputs and accumulators of one tap within the 16 vector registers.
     let owb =
-        if kind == BKind::ChannelWise { ((15 - v.min(7)) / (2 * v)).max(1) } else { (BLOCKED_ACCUMULATORS / v).max(1) };
+        if kind == BKind::ChannelWise { ((15 - v.min(7)) / (2 * v)).max(1) } else { (std::env::var("CONV_ACC").ok().and_then(|v| v.parse().ok()).unwrap_or(BLOCKED_ACCUMULATORS) / v).max(1) };
     let tpl: Vec<Group> = (0..owb).map(|off| Group { off, vec: false }).collect();
     let plan = plan_columns(&g, &tpl, owb, false, owb, true);
     let sink = Sink::of(cx);
@@ -943,23 +946,27 @@ impl Blocked {
         tap: &Tap<'_>,
         acc: &[ValueId],
     ) -> LResult<Vec<ValueId>> {
-        let (lo, hi, one) = (k.index(0), k.index(self.cc as i64), k.index(1));
-        k.for_loop(lo, hi, one, acc, None, |k, c, acc| {
+        let u = self.unroll;
+        let (lo, hi, step) = (k.index(0), k.index(self.cc as i64), k.index(u as i64));
+        k.for_loop(lo, hi, step, acc, None, |k, c0, acc| {
             let mut acc = acc.to_vec();
-            let wv: Vec<ValueId> = (0..self.v)
-                .map(|v| {
-                    let idx = self.w_at(k, row, ch, c, tap, v);
-                    k.load_vec(self.w, &idx, LANES)
-                })
-                .collect();
-            for (gi, iw) in tap.iw.iter().enumerate() {
-                let Some(iw) = *iw else { continue };
-                let idx = self.x_at(row, ch, c, tap.ih, iw, k);
-                let xs = k.load(self.x, &idx);
-                let s = k.splat(xs, LANES);
-                for (v, &wvec) in wv.iter().enumerate() {
-                    let a = &mut acc[gi * self.v + v];
-                    *a = k.fma(s, wvec, *a);
+            for du in 0..u {
+                let c = k.add_i(c0, du as i64);
+                let wv: Vec<ValueId> = (0..self.v)
+                    .map(|v| {
+                        let idx = self.w_at(k, row, ch, c, tap, v);
+                        k.load_vec(self.w, &idx, LANES)
+                    })
+                    .collect();
+                for (gi, iw) in tap.iw.iter().enumerate() {
+                    let Some(iw) = *iw else { continue };
+                    let idx = self.x_at(row, ch, c, tap.ih, iw, k);
+                    let xs = k.load(self.x, &idx);
+                    let s = k.splat(xs, LANES);
+                    for (v, &wvec) in wv.iter().enumerate() {
+                        let a = &mut acc[gi * self.v + v];
+                        *a = k.fma(s, wvec, *a);
+                    }
                 }
             }
             Ok(acc)

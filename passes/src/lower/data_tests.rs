@@ -335,3 +335,15 @@ fn reshapes_stay_views() {
     assert_eq!(text.matches("loops.launch").count(), 1, "{text}");
     assert!(text.contains("loops.view"), "{text}");
 }
+
+#[test]
+fn other_element_types_move_as_bytes() {
+    for elem in ["bf16", "i64", "i16", "qs8<0.5>", "qu8<0.25, 3>"] {
+        let args = vec![t(&[2, 3], elem), t(&[1, 3], elem)];
+        check_lowering(&one_op("graph.concat", &args, "axis = 0", &t(&[3, 3], elem)), 0.0);
+        check_lowering(&one_op("graph.dimshuffle", &[t(&[2, 3], elem)], "pattern = [1, 0]", &t(&[3, 2], elem)), 0.0);
+        let attrs = "after = [1, 2], before = [0, 1], mode = \"edge\", value = 0.0";
+        check_lowering(&one_op("graph.pad", &[t(&[2, 3], elem)], attrs, &t(&[3, 6], elem)), 0.0);
+        check_lowering(&one_op("graph.broadcast", &[t(&[3], elem)], "shape = [2, 3]", &t(&[2, 3], elem)), 0.0);
+    }
+}
