@@ -62,13 +62,19 @@ pub struct JitOptions {
     pub threads: usize,
     /// Fuse elementwise ops into producing kernels (`lower-graph-to-loops{fuse}`).
     pub fuse: bool,
+    /// Read dimshuffles feeding elementwise ops through strided views
+    /// (`fuse-dimshuffle`; the trace's `graph_opt_config.jit_fuse_dimshuffle`).
+    pub fuse_dimshuffle: bool,
+    /// Compute elementwise kernels feeding reductions inside them
+    /// (`fuse-reduce`; `graph_opt_config.jit_fuse_reduce`).
+    pub fuse_reduce: bool,
     /// Target ISA (the host, optionally with features switched off).
     pub isa: IsaConfig,
 }
 
 impl Default for JitOptions {
     fn default() -> Self {
-        JitOptions { threads: 1, fuse: true, isa: IsaConfig::host() }
+        JitOptions { threads: 1, fuse: true, fuse_dimshuffle: false, fuse_reduce: false, isa: IsaConfig::host() }
     }
 }
 
@@ -140,7 +146,14 @@ impl JitEngine {
         if strata_dialects::func::lookup_function(ctx, module, func).is_none() {
             return Err(Error::Invalid(format!("the module has no function @{func}")));
         }
-        Ok(JitEngine { ctx: ctx.clone(), module, func: func.to_string(), options, pool, cache: Mutex::new(HashMap::new()) })
+        Ok(JitEngine {
+            ctx: ctx.clone(),
+            module,
+            func: func.to_string(),
+            options,
+            pool,
+            cache: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The options.
@@ -166,14 +179,19 @@ impl JitEngine {
         let module = self.module;
         let f = strata_dialects::func::lookup_function(&ctx, module, &self.func)
             .ok_or_else(|| Error::Invalid(format!("no function @{}", self.func)))?;
-        let bindings = strata_passes::lower::specialize::bindings_for_inputs(&ctx, f.0, shapes).map_err(Error::Invalid)?;
+        let bindings =
+            strata_passes::lower::specialize::bindings_for_inputs(&ctx, f.0, shapes).map_err(Error::Invalid)?;
         strata_passes::lower::specialize::specialize_shapes(&mut ctx, module, &bindings);
         if let Err(d) = verify(&ctx, module, VerifyOptions::default()) {
             let text = strata_ir::diag::render_all(&ctx, &d, None);
             return Err(Error::Compile(format!("specialising to input shapes {shapes:?}:\n{text}")));
         }
         let reg = strata_passes::registry();
-        let pipeline = format!("lower-graph-to-loops{{fuse={}}}", self.options.fuse);
+        let o = &self.options;
+        let pipeline = format!(
+            "lower-graph-to-loops{{fuse={},fuse-dimshuffle={},fuse-reduce={}}}",
+            o.fuse, o.fuse_dimshuffle, o.fuse_reduce
+        );
         let mut pm = PassManager::parse(&reg, &pipeline).map_err(|e| Error::Compile(e.to_string()))?;
         pm.run(&mut ctx, module).map_err(|e| Error::Compile(e.to_string()))?;
         let lower = t0.elapsed();
@@ -210,8 +228,6 @@ impl JitEngine {
         let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
         let c = self.compiled(&shapes)?;
         let steps = c.exe.steps();
-        c.exe
-            .run(&self.pool, inputs, &mut |i, d| observe(&steps[i], d))
-            .map_err(|e| Error::Invalid(e.to_string()))
+        c.exe.run(&self.pool, inputs, &mut |i, d| observe(&steps[i], d)).map_err(|e| Error::Invalid(e.to_string()))
     }
 }

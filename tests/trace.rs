@@ -374,11 +374,13 @@ fn unsupported_options_are_errors() {
     assert!(trace(f, sub).err().unwrap().to_string().contains("sublinear_memory_config"));
     let dtr = TraceOptions { dtr_config: Some(Default::default()), ..TraceOptions::default() };
     assert!(trace(f, dtr).err().unwrap().to_string().contains("dtr_config"));
+    // The JIT fusion switches configure the JIT: with the interpreter they are an error.
     let jit = TraceOptions {
         graph_opt_config: Some(strata::GraphOptimizationConfig {
             jit_fuse_dimshuffle: Some(true),
             jit_fuse_reduce: None,
         }),
+        engine: strata::Engine::Interp,
         ..TraceOptions::default()
     };
     assert!(trace(f, jit).err().unwrap().to_string().contains("jit_fuse_dimshuffle"));
@@ -440,4 +442,34 @@ fn exclude_from_trace_runs_eagerly_unrecorded() {
     traced.call(&[x.clone()]).unwrap();
     let ir = traced.recorded_ir(&Default::default()).unwrap();
     assert!(!ir.contains("exp"), "{ir}");
+}
+
+#[test]
+fn graph_opt_config_fuses_dimshuffles_and_reductions_in_the_jit() {
+    // softmax-like: exp(x - max) over a transposed input, summed.
+    let f = |a: &[Tensor]| -> R<Tensor> {
+        let t = a[0].dimshuffle(&[0, 2, 1])?;
+        let e = t.add(&a[1])?.exp()?;
+        e.sum(2, false)
+    };
+    let x = Tensor::uniform(&[2, 5, 7], -1.0, 1.0, 3).unwrap();
+    let y = Tensor::uniform(&[2, 7, 5], -1.0, 1.0, 4).unwrap();
+    let mut results = Vec::new();
+    for (ds, red) in [(None, None), (Some(true), Some(true)), (Some(true), Some(false)), (Some(false), Some(true))] {
+        let opts = TraceOptions {
+            graph_opt_config: Some(strata::GraphOptimizationConfig { jit_fuse_dimshuffle: ds, jit_fuse_reduce: red }),
+            profiling: true,
+            ..TraceOptions::default()
+        };
+        let mut traced = trace(f, opts).unwrap();
+        let eager: Tensor = traced.call(&[x.clone(), y.clone()]).unwrap();
+        let jit: Tensor = traced.call(&[x.clone(), y.clone()]).unwrap();
+        let (e, j) = (eager.data().unwrap().to_f32_vec(), jit.data().unwrap().to_f32_vec());
+        for (a, b) in e.iter().zip(&j) {
+            assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "{ds:?} {red:?}: {a} vs {b}");
+        }
+        results.push(traced.get_profile().unwrap().ops.len());
+    }
+    // Unfused: dimshuffle, add+exp, reduce; both fused: one kernel.
+    assert_eq!(results, vec![3, 1, 2, 2], "kernels per configuration");
 }

@@ -85,12 +85,16 @@ impl Default for DtrConfig {
     }
 }
 
-/// JIT fusion switches (`None` = unset, as in MegEngine).
+/// JIT fusion switches (`None` = unset = off, as in MegEngine), honoured by the
+/// JIT's lowering (`lower-graph-to-loops{fuse-dimshuffle,fuse-reduce}`).
+/// Elementwise chains always fuse into their producer's kernel.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GraphOptimizationConfig {
-    /// Fuse dimshuffles into JIT kernels.
+    /// A dimshuffle read only by an elementwise op is not materialised: the
+    /// elementwise kernel reads its input through a strided view.
     pub jit_fuse_dimshuffle: Option<bool>,
-    /// Fuse reductions into JIT kernels.
+    /// An elementwise kernel read only by a reduction is computed inside the
+    /// reduction's loads instead of being written out.
     pub jit_fuse_reduce: Option<bool>,
 }
 
@@ -150,11 +154,13 @@ impl TraceOptions {
         if self.dtr_config.is_some() {
             return Err(Error::Unsupported("trace option `dtr_config` (dynamic tensor rematerialisation)".into()));
         }
-        if let Some(g) = &self.graph_opt_config {
+        if let Some(g) = &self.graph_opt_config
+            && self.engine == crate::engine::Engine::Interp
+        {
             for (name, v) in [("jit_fuse_dimshuffle", g.jit_fuse_dimshuffle), ("jit_fuse_reduce", g.jit_fuse_reduce)] {
                 if v == Some(true) {
-                    return Err(Error::Unsupported(format!(
-                        "graph_opt_config.{name} = true (JIT elementwise fusion comes with the loops/JIT stage)"
+                    return Err(Error::Invalid(format!(
+                        "graph_opt_config.{name} = true configures the JIT's fusion, but engine is `interp`"
                     )));
                 }
             }
@@ -412,12 +418,15 @@ impl<F> Traced<F> {
         let record = self.record.as_mut().ok_or_else(|| Error::Invalid("nothing has been recorded yet".into()))?;
         let module = record.compile(&self.options)?;
         let jit = match self.options.engine {
-            crate::engine::Engine::Jit => Some(crate::engine::JitEngine::new(
-                &record.ctx,
-                module,
-                "main",
-                crate::engine::JitOptions::default(),
-            )?),
+            crate::engine::Engine::Jit => {
+                let g = self.options.graph_opt_config.clone().unwrap_or_default();
+                let jit = crate::engine::JitOptions {
+                    fuse_dimshuffle: g.jit_fuse_dimshuffle.unwrap_or(false),
+                    fuse_reduce: g.jit_fuse_reduce.unwrap_or(false),
+                    ..crate::engine::JitOptions::default()
+                };
+                Some(crate::engine::JitEngine::new(&record.ctx, module, "main", jit)?)
+            }
             crate::engine::Engine::Interp => None,
         };
         self.compiled = Some(Compiled { module, jit });

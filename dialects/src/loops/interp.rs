@@ -2331,12 +2331,28 @@ pub fn run_program_with(
                 }
                 let r = result()?;
                 let ty = ctx.value_type(r);
-                let (elem, shape) = static_shape(ctx, ty).map_err(err)?;
+                let strides = buffer_type(ctx, ty).and_then(|b| b.strides.clone());
+                let (elem, shape) = match &strides {
+                    None => static_shape(ctx, ty).map_err(err)?,
+                    Some(_) => {
+                        let b = buffer_type(ctx, ty).ok_or_else(|| err("not a buffer".into()))?;
+                        let shape = b
+                            .shape
+                            .iter()
+                            .map(|d| d.fixed().and_then(|n| usize::try_from(n).ok()))
+                            .collect::<Option<Vec<usize>>>();
+                        (b.elem, shape.ok_or_else(|| err(format!("{} needs a static shape", ty_str(ctx, ty))))?)
+                    }
+                };
                 let src = operand(0)?;
                 if src.elem() != elem {
                     return Err(err(format!("cannot view a {} buffer as {}", src.elem(), ty_str(ctx, ty))));
                 }
-                let b = src.view(shape).map_err(|e| err(e.to_string()))?;
+                let b = match strides {
+                    None => src.view(shape),
+                    Some(st) => src.strided(shape, st),
+                }
+                .map_err(|e| err(e.to_string()))?;
                 env.insert(r, b);
             }
             "loops.launch" => {

@@ -741,7 +741,23 @@ fn verify_view(ctx: &Context, op: OpId, errs: &mut Vec<String>) {
         return;
     };
     let count = |b: &strata_ir::BufferType| b.shape.iter().try_fold(1u64, |acc, d| acc.checked_mul(d.fixed()?));
-    if x.elem != y.elem || count(x) != count(y) || count(x).is_none() || x.strides.is_some() || y.strides.is_some() {
+    let fixed: Option<Vec<u64>> = y.shape.iter().map(|d| d.fixed()).collect();
+    let ok = match (&y.strides, fixed, count(x)) {
+        _ if x.elem != y.elem || x.strides.is_some() => false,
+        (None, _, n) => n.is_some() && count(y) == n,
+        // A strided view (a transposition or broadcast of the source): every
+        // element it reaches lies inside the source.
+        (Some(st), Some(dims), Some(n)) => {
+            st.iter().all(|&s| s >= 0)
+                && dims
+                    .iter()
+                    .zip(st)
+                    .try_fold(0u64, |acc, (&d, &s)| acc.checked_add(d.saturating_sub(1).checked_mul(s as u64)?))
+                    .is_some_and(|hi| dims.contains(&0) || hi < n)
+        }
+        _ => false,
+    };
+    if !ok {
         errs.push(format!("cannot view {} as {}", ty_str(ctx, a), ty_str(ctx, r)));
     }
 }

@@ -51,8 +51,8 @@ use strata_dialects::graph::elemwise::Mode;
 use strata_dialects::loops::{BinOp, CmpPred, KernelBuilder, ProgramBuilder, UnOp, ValueKind};
 use strata_ir::pass::{Changed, OptionKind, OptionSpec, Pass, PassError, PassInfo, PassOptions, PassStats};
 use strata_ir::{
-    AttrData, BufferType, Context, DenseAttr, DenseStorage, ElemType, Loc, OpId, OpTraits, Rewriter, TensorData,
-    TensorType, Ty, TypeData, ValueId,
+    AttrData, BufferType, Context, DenseAttr, DenseStorage, ElemType, OpId, OpTraits, Rewriter, TensorData, TensorType,
+    Ty, TypeData, ValueId,
 };
 
 /// A lowering failure: the op, and why.
@@ -86,10 +86,21 @@ pub fn lowering(name: &str) -> Option<LowerFn> {
         "graph.matmul" | "graph.batched_matmul" => matmul::lower_matmul,
         "graph.elemwise" => elemwise::lower_elemwise,
         "graph.typecvt" => elemwise::lower_typecvt,
-        "graph.broadcast" | "graph.concat" | "graph.dimshuffle" | "graph.subtensor" | "graph.pad"
-        | "layout.relayout" | "layout.weight" | "graph.reshape" | "graph.axis_add_remove" => data::lower_data,
-        "graph.pooling" | "layout.pooling" | "graph.global_avg_pool" | "layout.global_avg_pool"
-        | "graph.adaptive_pooling" | "layout.adaptive_pooling" => pool::lower_pool,
+        "graph.broadcast"
+        | "graph.concat"
+        | "graph.dimshuffle"
+        | "graph.subtensor"
+        | "graph.pad"
+        | "layout.relayout"
+        | "layout.weight"
+        | "graph.reshape"
+        | "graph.axis_add_remove" => data::lower_data,
+        "graph.pooling"
+        | "layout.pooling"
+        | "graph.global_avg_pool"
+        | "layout.global_avg_pool"
+        | "graph.adaptive_pooling"
+        | "layout.adaptive_pooling" => pool::lower_pool,
         "graph.reduce" => reduce::lower_reduce,
         "graph.softmax" | "graph.batch_norm" => norm::lower_norm,
         "graph.resize" | "layout.resize" | "graph.warp_perspective" | "graph.fused_preprocess" => image::lower_image,
@@ -139,11 +150,41 @@ impl KernelCx<'_, '_, '_> {
     }
 }
 
-/// Fused elementwise steps applied to a kernel's result before it is stored.
+/// What was fused into a kernel around its op: elementwise steps applied to
+/// its result before it is stored, and (with `fuse-reduce`) the elementwise
+/// computation that produces its first operand, evaluated where the op reads it.
 #[derive(Clone, Debug, Default)]
 pub struct Epilogue {
     /// In order of application.
     pub steps: Vec<EpilogueStep>,
+    /// The fused producer of operand 0 (only lowerings that read through it,
+    /// `graph.reduce`, get one).
+    pub input_producer: Option<Box<Prologue>>,
+}
+
+/// An elementwise kernel computed inside its consumer's loads: the root mode on
+/// its operands (read with broadcasting) followed by its own fused steps.
+#[derive(Clone, Debug)]
+pub struct Prologue {
+    /// The root elementwise mode.
+    pub mode: Mode,
+    /// The root's operands: kernel argument and stored shape.
+    pub operands: Vec<(ValueId, Vec<usize>)>,
+    /// The shape of the produced value.
+    pub shape: Vec<usize>,
+    /// The producer's own fused steps.
+    pub steps: Epilogue,
+}
+
+impl Prologue {
+    /// The produced value at `idx` (a vector of `lanes` consecutive elements, or a scalar).
+    pub fn read(&self, k: &mut KernelBuilder<'_, '_>, idx: &[ValueId], lanes: Option<u32>) -> LResult<ValueId> {
+        let args: Vec<ValueId> =
+            self.operands.iter().map(|(b, s)| load_broadcast(k, *b, s, &self.shape, idx, lanes)).collect();
+        let v =
+            emit_elemwise(k, self.mode, &args).map_err(|m| LowerError { op: "graph.elemwise".into(), message: m })?;
+        self.steps.apply(k, v, idx)
+    }
 }
 
 /// One fused `graph.elemwise`.
@@ -184,7 +225,8 @@ impl Epilogue {
                 let (buf, shape) = others.next().expect("invariant: one shape per other operand");
                 args.push(load_broadcast(k, *buf, shape, &step.shape, idx, lanes));
             }
-            value = emit_elemwise(k, step.mode, &args).map_err(|m| LowerError { op: "graph.elemwise".into(), message: m })?;
+            value = emit_elemwise(k, step.mode, &args)
+                .map_err(|m| LowerError { op: "graph.elemwise".into(), message: m })?;
         }
         Ok(value)
     }
@@ -205,7 +247,25 @@ pub fn load_broadcast(
     let sub: Vec<ValueId> =
         shape.iter().enumerate().map(|(d, &n)| if n == 1 { k.index(0) } else { idx[off + d] }).collect();
     let last_broadcast = shape.last().is_none_or(|&n| n == 1) && out_shape.last().is_some_and(|&n| n != 1);
+    // A strided view (a fused dimshuffle) whose last dimension is not contiguous
+    // is read lane by lane.
+    let strided_last = match k.ctx().ty(k.type_of(buf)) {
+        TypeData::Buffer(b) => b.strides.as_ref().is_some_and(|st| st.last() != Some(&1)),
+        _ => false,
+    };
     match lanes {
+        Some(l) if !last_broadcast && strided_last => {
+            let last = *sub.last().expect("invariant: a vector access has a last dimension");
+            let mut at = sub.clone();
+            let first = k.load(buf, &at);
+            let mut v = k.splat(first, l);
+            for lane in 1..l {
+                *at.last_mut().expect("invariant: non-empty") = k.add_i(last, i64::from(lane));
+                let s = k.load(buf, &at);
+                v = k.insert(v, s, lane);
+            }
+            v
+        }
         Some(l) if !last_broadcast => k.load_vec(buf, &sub, l),
         Some(l) => {
             let s = k.load(buf, &sub);
@@ -431,30 +491,77 @@ pub fn static_shape(t: &TensorType) -> Option<Vec<usize>> {
 
 /// The buffer type storing tensor type `t` (same stored shape, element type and layout).
 pub fn buffer_of(ctx: &mut Context, t: &TensorType) -> Ty {
-    ctx.intern_type(TypeData::Buffer(BufferType { shape: t.shape.clone(), elem: t.elem, layout: t.layout, strides: None }))
+    ctx.intern_type(TypeData::Buffer(BufferType {
+        shape: t.shape.clone(),
+        elem: t.elem,
+        layout: t.layout,
+        strides: None,
+    }))
 }
 
 // ---- the pass ---------------------------------------------------------------------
 
 /// The pass.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct LowerGraphToLoops {
-    fuse: bool,
+    options: LowerOptions,
+}
+
+/// What `lower-graph-to-loops` fuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LowerOptions {
+    /// Elementwise ops into the producing kernel's epilogue (`fuse`).
+    pub fuse: bool,
+    /// A dimshuffle read only by an elementwise op becomes a strided view that
+    /// the elementwise kernel reads directly (`fuse-dimshuffle`; MegEngine's
+    /// `graph_opt_config.jit_fuse_dimshuffle`).
+    pub fuse_dimshuffle: bool,
+    /// An elementwise kernel read only by a reduction is computed inside the
+    /// reduction's loads (`fuse-reduce`; MegEngine's `jit_fuse_reduce`).
+    pub fuse_reduce: bool,
+}
+
+impl Default for LowerOptions {
+    fn default() -> Self {
+        LowerOptions { fuse: true, fuse_dimshuffle: false, fuse_reduce: false }
+    }
 }
 
 /// Registry entry.
 pub const INFO: PassInfo = PassInfo {
     name: "lower-graph-to-loops",
     summary: "lower graph and layout ops to loops-dialect kernels and a program of launches (fusing elementwise epilogues)",
-    options: &[OptionSpec { name: "fuse", kind: OptionKind::Bool, default: "true", help: "fuse elementwise ops into the producing kernel's epilogue" }],
-    create: |o: &PassOptions| Ok(Box::new(LowerGraphToLoops { fuse: o.bool("fuse") })),
+    options: &[
+        OptionSpec {
+            name: "fuse",
+            kind: OptionKind::Bool,
+            default: "true",
+            help: "fuse elementwise ops into the producing kernel's epilogue",
+        },
+        OptionSpec {
+            name: "fuse-dimshuffle",
+            kind: OptionKind::Bool,
+            default: "false",
+            help: "read a dimshuffle that only an elementwise op uses through a strided view (jit_fuse_dimshuffle)",
+        },
+        OptionSpec {
+            name: "fuse-reduce",
+            kind: OptionKind::Bool,
+            default: "false",
+            help: "compute an elementwise kernel that only a reduction reads inside the reduction (jit_fuse_reduce)",
+        },
+    ],
+    create: |o: &PassOptions| {
+        Ok(Box::new(LowerGraphToLoops {
+            options: LowerOptions {
+                fuse: o.bool("fuse"),
+                fuse_dimshuffle: o.bool("fuse-dimshuffle"),
+                fuse_reduce: o.bool("fuse-reduce"),
+            },
+        }))
+    },
 };
 
-impl Default for LowerGraphToLoops {
-    fn default() -> Self {
-        LowerGraphToLoops { fuse: true }
-    }
-}
 
 impl Pass for LowerGraphToLoops {
     fn name(&self) -> &'static str {
@@ -468,10 +575,8 @@ impl Pass for LowerGraphToLoops {
             if !is_graph_function(ctx, f) {
                 continue;
             }
-            lower_function(ctx, module, f, self.fuse, stats).map_err(|e| PassError::Failed {
-                pass: "lower-graph-to-loops".into(),
-                message: e.to_string(),
-            })?;
+            lower_function(ctx, module, f, self.options, stats)
+                .map_err(|e| PassError::Failed { pass: "lower-graph-to-loops".into(), message: e.to_string() })?;
             changed = Changed::Yes;
         }
         Ok(changed)
@@ -494,6 +599,9 @@ enum Plan {
     Const(TensorData),
     /// A view of its first operand.
     View,
+    /// A dimshuffle read through a strided view of its operand (fused into
+    /// the elementwise kernel that reads it).
+    StridedView,
     /// Fused into the kernel of the given root op.
     Fused(OpId),
     /// The root of a kernel.
@@ -502,7 +610,8 @@ enum Plan {
     Skip,
 }
 
-fn lower_function(ctx: &mut Context, module: OpId, f: OpId, fuse: bool, stats: &mut PassStats) -> LResult<()> {
+fn lower_function(ctx: &mut Context, module: OpId, f: OpId, opts: LowerOptions, stats: &mut PassStats) -> LResult<()> {
+    let fuse = opts.fuse;
     let fname = strata_dialects::func::FuncOp(f).name(ctx).to_string();
     let ferr = |m: String| LowerError { op: "func.func".into(), message: format!("@{fname}: {m}") };
     let body = ctx.body(f, 0).ok_or_else(|| ferr("has no body".into()))?;
@@ -525,6 +634,8 @@ fn lower_function(ctx: &mut Context, module: OpId, f: OpId, fuse: bool, stats: &
     let mut plan: BTreeMap<OpId, Plan> = BTreeMap::new();
     let mut consts: HashMap<ValueId, TensorData> = HashMap::new();
     let mut members: BTreeMap<OpId, Vec<OpId>> = BTreeMap::new(); // root -> fused ops in order
+    let mut inlined: BTreeMap<OpId, OpId> = BTreeMap::new(); // group root -> the reduce computing it
+    let mut producer_of: BTreeMap<OpId, OpId> = BTreeMap::new(); // reduce -> inlined group root
     for &op in &ops {
         let name = ctx.op_name(op).to_string();
         if name == "func.return" {
@@ -533,7 +644,11 @@ fn lower_function(ctx: &mut Context, module: OpId, f: OpId, fuse: bool, stats: &
         }
         let data = ctx.op(op).clone();
         if data.results.len() != 1 {
-            return Err(LowerError::new(ctx, op, format!("{} results: only single-result ops are lowered", data.results.len())));
+            return Err(LowerError::new(
+                ctx,
+                op,
+                format!("{} results: only single-result ops are lowered", data.results.len()),
+            ));
         }
         if name == "func.call" {
             return Err(LowerError::new(ctx, op, "calls are not lowered: inline the callee first"));
@@ -565,8 +680,22 @@ fn lower_function(ctx: &mut Context, module: OpId, f: OpId, fuse: bool, stats: &
             plan.insert(op, Plan::View);
             continue;
         }
+        if opts.fuse_dimshuffle && name == "graph.dimshuffle" && dimshuffle_fusable(ctx, op, &plan) {
+            plan.insert(op, Plan::StridedView);
+            stats.add("dimshuffles-fused", 1);
+            continue;
+        }
         if lowering(&name).is_none() {
             return Err(LowerError::new(ctx, op, "has no lowering to the loops dialect"));
+        }
+        // An elementwise kernel read only by this reduction is computed inside it.
+        if opts.fuse_reduce
+            && name == "graph.reduce"
+            && let Some(root) = reduce_producer(ctx, op, &plan, &members)
+        {
+            inlined.insert(root, op);
+            producer_of.insert(op, root);
+            stats.add("reduces-fused", 1);
         }
         // Epilogue fusion.
         if fuse && let Some((root, _)) = fusion_target(ctx, op, &plan) {
@@ -611,10 +740,10 @@ fn lower_function(ctx: &mut Context, module: OpId, f: OpId, fuse: bool, stats: &
         let t = p.rw().ctx().value_tensor(r).cloned().expect("invariant: checked tensor");
         let bty = buffer_of(p.rw().ctx_mut(), &t);
         let dense_ty = p.rw().ctx().value_type(r);
-        let attr = p.rw().ctx_mut().intern_attr(AttrData::Dense(DenseAttr {
-            ty: dense_ty,
-            storage: DenseStorage::Data(value.clone()),
-        }));
+        let attr = p
+            .rw()
+            .ctx_mut()
+            .intern_attr(AttrData::Dense(DenseAttr { ty: dense_ty, storage: DenseStorage::Data(value.clone()) }));
         let b = p.constant(bty, attr);
         bufs.insert(r, b);
     }
@@ -630,12 +759,36 @@ fn lower_function(ctx: &mut Context, module: OpId, f: OpId, fuse: bool, stats: &
             (Plan::Kernel, _) if members.contains_key(&op) => continue,
             _ => (op, pl),
         };
+        if matches!(pl, Plan::Kernel) && inlined.contains_key(&op) {
+            continue; // computed inside the reduction that reads it
+        }
         let ctx = p.rw().ctx();
         let loc = ctx.op(op).loc;
         let result = ctx.op(op).results.first().copied();
         match pl {
             Plan::Skip | Plan::Fused(_) => {}
             Plan::Const(_) => {}
+            Plan::StridedView => {
+                let r = result.expect("invariant: planned ops have one result");
+                let src = p.rw().ctx().op(op).operands[0];
+                let src_shape = shape_of(p.rw().ctx(), src);
+                let pattern = strata_dialects::graph::shape::DimshuffleOp(op).pattern(p.rw().ctx());
+                // Row-major strides of the (contiguous) source.
+                let mut st = vec![1i64; src_shape.len()];
+                for d in (0..src_shape.len().saturating_sub(1)).rev() {
+                    st[d] = st[d + 1] * src_shape[d + 1] as i64;
+                }
+                let strides: Vec<i64> = pattern.iter().map(|&q| if q < 0 { 0 } else { st[q as usize] }).collect();
+                let t = p.rw().ctx().value_tensor(r).cloned().expect("invariant: checked tensor");
+                let bty = p.rw().ctx_mut().intern_type(TypeData::Buffer(BufferType {
+                    shape: t.shape.clone(),
+                    elem: t.elem,
+                    layout: t.layout,
+                    strides: Some(strides),
+                }));
+                let b = p.view(bufs[&src], bty);
+                bufs.insert(r, b);
+            }
             Plan::View => {
                 let r = result.expect("invariant: planned ops have one result");
                 let src = p.rw().ctx().op(op).operands[0];
@@ -652,30 +805,26 @@ fn lower_function(ctx: &mut Context, module: OpId, f: OpId, fuse: bool, stats: &
                 let out_ty = buffer_of(p.rw().ctx_mut(), &t);
                 let out_buf = p.alloc(out_ty);
                 bufs.insert(out_v, out_buf);
-                // Kernel arguments: the root's operands, the epilogue's other operands, the output.
-                let root_operands = p.rw().ctx().op(op).operands.clone();
+                // Kernel arguments: the root's operands (or, for a reduction with a
+                // fused producer, the producer's arguments), the epilogue's other
+                // operands, the output.
                 let mut launch_args: Vec<ValueId> = Vec::new();
-                for v in &root_operands {
-                    launch_args.push(*bufs.get(v).ok_or_else(|| LowerError::new(p.rw().ctx(), op, "operand not lowered"))?);
-                }
-                let mut steps_src = Vec::new();
-                let mut chained_value = p.rw().ctx().op(op).results[0];
-                for &m in &group {
-                    let ops_m = p.rw().ctx().op(m).operands.clone();
-                    let chained = ops_m.iter().position(|&v| v == chained_value).expect("invariant: member reads the chain");
-                    let mut others = Vec::new();
-                    for (i, v) in ops_m.iter().enumerate() {
-                        if i != chained {
-                            let b = *bufs.get(v).ok_or_else(|| LowerError::new(p.rw().ctx(), m, "operand not lowered"))?;
-                            launch_args.push(b);
-                            others.push((launch_args.len() - 1, shape_of(p.rw().ctx(), *v)));
-                        }
+                let producer = match producer_of.get(&op) {
+                    Some(&proot) => {
+                        let ctx = p.rw().ctx();
+                        let pgroup = members.get(&proot).cloned().unwrap_or_default();
+                        let (pargs, psteps) = collect_group_args(ctx, &bufs, proot, &pgroup, true, &mut launch_args)?;
+                        let mode = strata_dialects::graph::elemwise::ElemwiseOp(proot).mode(ctx).to_string();
+                        let mode = Mode::parse(&mode).map_err(|e| LowerError::new(ctx, proot, e))?;
+                        let operands: Vec<(usize, Vec<usize>)> =
+                            pargs.iter().zip(&ctx.op(proot).operands).map(|(&i, &v)| (i, shape_of(ctx, v))).collect();
+                        let shape = shape_of(ctx, ctx.op(proot).results[0]);
+                        Some((mode, operands, shape, psteps))
                     }
-                    let mode = strata_dialects::graph::elemwise::ElemwiseOp(m).mode(p.rw().ctx()).to_string();
-                    let mode = Mode::parse(&mode).map_err(|e| LowerError::new(p.rw().ctx(), m, e))?;
-                    steps_src.push((mode, chained, others));
-                    chained_value = p.rw().ctx().op(m).results[0];
-                }
+                    None => None,
+                };
+                let (root_args, steps_src) =
+                    collect_group_args(p.rw().ctx(), &bufs, op, &group, producer.is_none(), &mut launch_args)?;
                 launch_args.push(out_buf);
                 let arg_tys: Vec<Ty> = launch_args.iter().map(|&b| p.rw().ctx().value_type(b)).collect();
                 let short = p.rw().ctx().op_name(op).split('.').nth(1).unwrap_or("op").to_string();
@@ -686,20 +835,27 @@ fn lower_function(ctx: &mut Context, module: OpId, f: OpId, fuse: bool, stats: &
                     let module = p.module();
                     let (mut kb, kargs) = KernelBuilder::new(p.rw(), module, &kname, &arg_tys);
                     kb.set_loc(loc);
-                    let epilogue = Epilogue {
-                        steps: steps_src
-                            .iter()
+                    let steps = |src: &[StepSrc], shape: &[usize]| -> Vec<EpilogueStep> {
+                        src.iter()
                             .map(|(mode, chained, others)| EpilogueStep {
                                 mode: *mode,
                                 chained: *chained,
                                 others: others.iter().map(|(i, s)| (kargs[*i], s.clone())).collect(),
-                                shape: out_shape.clone(),
+                                shape: shape.to_vec(),
                             })
-                            .collect(),
+                            .collect()
                     };
-                    let n_in = root_operands.len();
+                    let input_producer = producer.as_ref().map(|(mode, operands, shape, psteps)| {
+                        Box::new(Prologue {
+                            mode: *mode,
+                            operands: operands.iter().map(|(i, s)| (kargs[*i], s.clone())).collect(),
+                            shape: shape.clone(),
+                            steps: Epilogue { steps: steps(psteps, shape), input_producer: None },
+                        })
+                    });
+                    let epilogue = Epilogue { steps: steps(&steps_src, &out_shape), input_producer };
                     let mut cx = KernelCx {
-                        inputs: kargs[..n_in].to_vec(),
+                        inputs: root_args.iter().map(|&i| kargs[i]).collect(),
                         output: *kargs.last().expect("invariant: a kernel has an output"),
                         epilogue,
                         k: &mut kb,
@@ -721,12 +877,86 @@ fn lower_function(ctx: &mut Context, module: OpId, f: OpId, fuse: bool, stats: &
     let name_attr = rw.ctx_mut().intern_attr(AttrData::Str(fname.clone()));
     rw.erase_op(f);
     rw.set_attr(program, "sym_name", name_attr);
-    let _ = Loc::default();
     Ok(())
+}
+
+/// One fused step as the driver collects it: mode, chained operand position,
+/// other operands as (launch argument index, stored shape).
+type StepSrc = (Mode, usize, Vec<(usize, Vec<usize>)>);
+
+/// Appends the launch arguments of a kernel group — the root's operands (unless
+/// a fused producer computes them), then each member's other operands — and
+/// returns the root operands' argument indices and the members' steps.
+fn collect_group_args(
+    ctx: &Context,
+    bufs: &HashMap<ValueId, ValueId>,
+    root: OpId,
+    group: &[OpId],
+    with_root_operands: bool,
+    launch_args: &mut Vec<ValueId>,
+) -> LResult<(Vec<usize>, Vec<StepSrc>)> {
+    let mut root_args = Vec::new();
+    let root_operands: &[ValueId] = if with_root_operands { &ctx.op(root).operands } else { &[] };
+    for v in root_operands {
+        launch_args.push(*bufs.get(v).ok_or_else(|| LowerError::new(ctx, root, "operand not lowered"))?);
+        root_args.push(launch_args.len() - 1);
+    }
+    let mut steps = Vec::new();
+    let mut chained_value = ctx.op(root).results[0];
+    for &m in group {
+        let ops_m = &ctx.op(m).operands;
+        let chained = ops_m.iter().position(|&v| v == chained_value).expect("invariant: member reads the chain");
+        let mut others = Vec::new();
+        for (i, v) in ops_m.iter().enumerate() {
+            if i != chained {
+                launch_args.push(*bufs.get(v).ok_or_else(|| LowerError::new(ctx, m, "operand not lowered"))?);
+                others.push((launch_args.len() - 1, shape_of(ctx, *v)));
+            }
+        }
+        let mode = strata_dialects::graph::elemwise::ElemwiseOp(m).mode(ctx).to_string();
+        let mode = Mode::parse(&mode).map_err(|e| LowerError::new(ctx, m, e))?;
+        steps.push((mode, chained, others));
+        chained_value = ctx.op(m).results[0];
+    }
+    Ok((root_args, steps))
+}
+
+/// With `fuse-reduce`: the root of the elementwise kernel group whose final
+/// result only reduction `op` reads (f32), if any.
+fn reduce_producer(
+    ctx: &Context,
+    op: OpId,
+    plan: &BTreeMap<OpId, Plan>,
+    members: &BTreeMap<OpId, Vec<OpId>>,
+) -> Option<OpId> {
+    let x = ctx.op(op).operands[0];
+    if ctx.value(x).uses.len() != 1 || ctx.value_tensor(x)?.elem != ElemType::F32 {
+        return None;
+    }
+    let d = ctx.defining_op(x)?;
+    let root = match plan.get(&d)? {
+        Plan::Kernel => d,
+        Plan::Fused(r) => *r,
+        _ => return None,
+    };
+    let last = members.get(&root).and_then(|g| g.last().copied()).unwrap_or(root);
+    (last == d && ctx.op_name(root) == "graph.elemwise").then_some(root)
 }
 
 fn shape_of(ctx: &Context, v: ValueId) -> Vec<usize> {
     ctx.value_tensor(v).and_then(static_shape).unwrap_or_default()
+}
+
+/// Whether dimshuffle `op` can be read through a strided view: its only user is
+/// an elementwise op, and its operand is a contiguous buffer (not itself a
+/// strided view).
+fn dimshuffle_fusable(ctx: &Context, op: OpId, plan: &BTreeMap<OpId, Plan>) -> bool {
+    let r = ctx.op(op).results[0];
+    let uses = &ctx.value(r).uses;
+    let user_ok = uses.len() == 1 && ctx.op_name(uses[0].op) == "graph.elemwise";
+    let src = ctx.op(op).operands[0];
+    let src_ok = ctx.defining_op(src).is_none_or(|d| !matches!(plan.get(&d), Some(Plan::StridedView)));
+    user_ok && src_ok
 }
 
 /// If `op` is a float `graph.elemwise` that can join the kernel producing one
@@ -779,5 +1009,6 @@ fn epilogue_capable(name: &str) -> bool {
             | "layout.pooling"
             | "graph.global_avg_pool"
             | "layout.global_avg_pool"
+            | "graph.reduce"
     )
 }

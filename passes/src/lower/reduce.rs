@@ -46,7 +46,8 @@ pub fn lower_reduce(cx: &mut KernelCx<'_, '_, '_>, op: OpId) -> LResult<()> {
     let keepdim = attr("keepdim")
         .and_then(|a| strata_ir::attr_kind::Bool::get(ctx, a))
         .ok_or_else(|| cx.err(op, "attribute `keepdim` (a bool) is missing"))?;
-    if ctx.op(op).operands.len() != 1 || ctx.op(op).results.len() != 1 || cx.inputs.len() != 1 {
+    let producer = cx.epilogue.input_producer.clone();
+    if ctx.op(op).operands.len() != 1 || ctx.op(op).results.len() != 1 || (producer.is_none() && cx.inputs.len() != 1) {
         return Err(cx.err(op, "expects one operand and one result"));
     }
     let (xv, ov) = (cx.operand(op, 0), ctx.op(op).results[0]);
@@ -89,7 +90,10 @@ pub fn lower_reduce(cx: &mut KernelCx<'_, '_, '_>, op: OpId) -> LResult<()> {
     if out_shape.contains(&0) {
         return Ok(());
     }
-    let x = cx.inputs[0];
+    let x = match producer {
+        Some(p) => Source::Producer(p),
+        None => Source::Buffer(cx.inputs[0]),
+    };
     let r = Reduction { x, mode, axis: ax, keepdim, n, elem };
     let last = ax + 1 == shape.len();
     if elem == ElemType::F32 && last {
@@ -100,9 +104,17 @@ pub fn lower_reduce(cx: &mut KernelCx<'_, '_, '_>, op: OpId) -> LResult<()> {
     }
 }
 
+/// Where the reduced values come from.
+enum Source {
+    /// A buffer.
+    Buffer(ValueId),
+    /// An elementwise computation fused into the reduction (`fuse-reduce`).
+    Producer(Box<super::Prologue>),
+}
+
 /// What one reduction reads.
 struct Reduction {
-    x: ValueId,
+    x: Source,
     mode: ReduceMode,
     axis: usize,
     keepdim: bool,
@@ -111,6 +123,15 @@ struct Reduction {
 }
 
 impl Reduction {
+    /// The input at subscripts `at`: a scalar, or `lanes` consecutive elements.
+    fn read(&self, k: &mut KernelBuilder<'_, '_>, at: &[ValueId], lanes: Option<u32>) -> LResult<ValueId> {
+        match (&self.x, lanes) {
+            (Source::Buffer(x), Some(l)) => Ok(k.load_vec(*x, at, l)),
+            (Source::Buffer(x), None) => Ok(k.load(*x, at)),
+            (Source::Producer(p), l) => p.read(k, at, l),
+        }
+    }
+
     /// The input subscripts of element `kk` along the axis for output `idx`.
     fn input_at(&self, idx: &[ValueId], kk: ValueId) -> Vec<ValueId> {
         let mut v = idx.to_vec();
@@ -146,25 +167,21 @@ impl Reduction {
             Some(l) => k.vector_ty(self.elem, l),
             None => acc_ty,
         };
-        let x = self.x;
-        let read = |k: &mut KernelBuilder<'_, '_>, kk: ValueId| {
+        let read = |k: &mut KernelBuilder<'_, '_>, kk: ValueId| -> LResult<ValueId> {
             let at = self.input_at(idx, kk);
-            let v = match lanes {
-                Some(l) => k.load_vec(x, &at, l),
-                None => k.load(x, &at),
-            };
-            k.cast(v, acc_ty)
+            let v = self.read(k, &at, lanes)?;
+            Ok(k.cast(v, acc_ty))
         };
         let op = self.combine_op();
         let init = if self.n == 0 {
             self.identity(k, acc_ty)
         } else {
             let z = k.index(0);
-            read(k, z)
+            read(k, z)?
         };
         let (lb, ub, one) = (k.index(1), k.index(self.n as i64), k.index(1));
         let acc = k.for_loop(lb, ub, one, &[init], None, |k, kk, acc| {
-            let v = read(k, kk);
+            let v = read(k, kk)?;
             Ok::<_, LowerError>(vec![k.binary(op, acc[0], v)])
         })?[0];
         Ok(self.finish(k, acc, acc_ty))
@@ -178,7 +195,6 @@ impl Reduction {
         if n4 == 0 {
             return self.along(k, idx, None);
         }
-        let x = self.x;
         let op = self.combine_op();
         let lanes = LANES as usize;
         // Independent vector accumulators (so the adds do not wait on each
@@ -193,15 +209,15 @@ impl Reduction {
         let inits: Vec<ValueId> = (0..na)
             .map(|a| {
                 let at = k.index((a * lanes) as i64);
-                k.load_vec(x, &self.input_at(idx, at), LANES)
+                self.read(k, &self.input_at(idx, at), Some(LANES))
             })
-            .collect();
+            .collect::<LResult<_>>()?;
         let (lb, ub, step) = (k.index(block as i64), k.index(main_end as i64), k.index(block as i64));
         let accs = k.for_loop(lb, ub, step, &inits, None, |k, kk, accs| {
             let mut next = Vec::with_capacity(na);
             for (a, &acc) in accs.iter().enumerate() {
                 let at = k.add_i(kk, (a * lanes) as i64);
-                let v = k.load_vec(x, &self.input_at(idx, at), LANES);
+                let v = self.read(k, &self.input_at(idx, at), Some(LANES))?;
                 next.push(k.binary(op, acc, v));
             }
             Ok::<_, LowerError>(next)
@@ -212,7 +228,7 @@ impl Reduction {
         }
         let (lb, ub, step) = (k.index(main_end as i64), k.index(n4 as i64), k.index(i64::from(LANES)));
         let vacc = k.for_loop(lb, ub, step, &[vacc], None, |k, kk, acc| {
-            let v = k.load_vec(x, &self.input_at(idx, kk), LANES);
+            let v = self.read(k, &self.input_at(idx, kk), Some(LANES))?;
             Ok::<_, LowerError>(vec![k.binary(op, acc[0], v)])
         })?[0];
         let s = match self.mode {
@@ -230,7 +246,7 @@ impl Reduction {
         };
         let (lb, ub, one) = (k.index(n4 as i64), k.index(n as i64), k.index(1));
         let acc = k.for_loop(lb, ub, one, &[s], None, |k, kk, acc| {
-            let v = k.load(x, &self.input_at(idx, kk));
+            let v = self.read(k, &self.input_at(idx, kk), None)?;
             Ok::<_, LowerError>(vec![k.binary(op, acc[0], v)])
         })?[0];
         let ty = k.scalar_ty(ElemType::F32);

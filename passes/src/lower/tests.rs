@@ -78,7 +78,19 @@ fn every_elementwise_mode_matches_the_reference() {
             1e-5,
         );
     }
-    for mode in ["add", "sub", "mul", "div", "max", "min", "floor_div", "fuse_add_relu", "fuse_add_sigmoid", "fuse_add_h_swish", "log_sum_exp"] {
+    for mode in [
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "max",
+        "min",
+        "floor_div",
+        "fuse_add_relu",
+        "fuse_add_sigmoid",
+        "fuse_add_h_swish",
+        "log_sum_exp",
+    ] {
         check_lowering(
             &format!(
                 "func @main(%x: tensor<3x7xf32>, %y: tensor<7xf32>) -> tensor<3x7xf32> {{
@@ -105,4 +117,40 @@ fn constants_fold_and_reshapes_are_views() {
     );
     assert!(text.contains("loops.view"), "{text}");
     assert_eq!(text.matches("loops.constant").count(), 1, "{text}");
+}
+
+#[test]
+fn fused_dimshuffles_are_strided_views_read_by_the_elementwise_kernel() {
+    let src = "func @main(%x: tensor<2x3x5xf32>, %y: tensor<5x2x3xf32>) -> tensor<5x2x3xf32> {
+  %0 = graph.dimshuffle(%x) {pattern = [2, 0, 1]} : (tensor<2x3x5xf32>) -> tensor<5x2x3xf32>
+  %1 = graph.elemwise(%0, %y) {mode = \"add\"} : (tensor<5x2x3xf32>, tensor<5x2x3xf32>) -> tensor<5x2x3xf32>
+  %2 = graph.dimshuffle(%x) {pattern = [0, 1, -1, 2]} : (tensor<2x3x5xf32>) -> tensor<2x3x1x5xf32>
+  %3 = graph.elemwise(%2) {mode = \"relu\"} : (tensor<2x3x1x5xf32>) -> tensor<2x3x1x5xf32>
+  %4 = graph.reshape(%3) {shape = [5, 2, 3]} : (tensor<2x3x1x5xf32>) -> tensor<5x2x3xf32>
+  %5 = graph.elemwise(%1, %4) {mode = \"mul\"} : (tensor<5x2x3xf32>, tensor<5x2x3xf32>) -> tensor<5x2x3xf32>
+  return(%5)
+}";
+    let fused = check_lowering_with("lower-graph-to-loops{fuse-dimshuffle=true}", src, 1e-6);
+    assert!(fused.contains("strides"), "{fused}");
+    assert!(!fused.contains("_dimshuffle"), "no dimshuffle kernel: {fused}");
+    let plain = check_lowering(src, 1e-6);
+    assert_eq!(plain.matches("_dimshuffle").count(), 2 * 2, "{plain}");
+}
+
+#[test]
+fn fused_reductions_compute_their_elementwise_producer_inline() {
+    let src = "func @main(%x: tensor<3x5x9xf32>, %y: tensor<9xf32>) -> (tensor<3x9xf32>, tensor<3x5xf32>) {
+  %0 = graph.elemwise(%x, %y) {mode = \"sub\"} : (tensor<3x5x9xf32>, tensor<9xf32>) -> tensor<3x5x9xf32>
+  %1 = graph.elemwise(%0, %0) {mode = \"mul\"} : (tensor<3x5x9xf32>, tensor<3x5x9xf32>) -> tensor<3x5x9xf32>
+  %2 = graph.elemwise(%1) {mode = \"exp\"} : (tensor<3x5x9xf32>) -> tensor<3x5x9xf32>
+  %3 = graph.reduce(%2) {axis = 1, keepdim = false, mode = \"sum\"} : (tensor<3x5x9xf32>) -> tensor<3x9xf32>
+  %4 = graph.elemwise(%x) {mode = \"abs\"} : (tensor<3x5x9xf32>) -> tensor<3x5x9xf32>
+  %5 = graph.reduce(%4) {axis = 2, keepdim = false, mode = \"max\"} : (tensor<3x5x9xf32>) -> tensor<3x5xf32>
+  %6 = graph.elemwise(%5) {mode = \"relu\"} : (tensor<3x5xf32>) -> tensor<3x5xf32>
+  return(%3, %6)
+}";
+    let fused = check_lowering_with("lower-graph-to-loops{fuse-reduce=true}", src, 1e-5);
+    assert_eq!(fused.matches("loops.launch").count(), 3, "the sub/mul chain, two reductions: {fused}");
+    let plain = check_lowering(src, 1e-5);
+    assert_eq!(plain.matches("loops.launch").count(), 5, "{plain}");
 }

@@ -219,11 +219,25 @@ impl Executable {
                 "loops.view" => {
                     let src =
                         *index_of.get(&data.operands[0]).ok_or_else(|| perr("view of an unknown buffer".into()))?;
-                    let b = new_buffer(BufferKind::View(src))?;
-                    if b.bytes != buffers[src].bytes {
-                        return Err(perr("a view changes the buffer size".into()));
-                    }
-                    index_of.insert(data.results[0], buffers.len());
+                    let r = data.results.first().copied().ok_or_else(|| perr("`loops.view` has no result".into()))?;
+                    let b = match ctx.ty(ctx.value_type(r)) {
+                        // A strided view (a transposition or broadcast the verifier
+                        // checked to stay inside its source) aliases the whole source.
+                        TypeData::Buffer(bt) if bt.strides.is_some() => {
+                            let shape: Option<Vec<usize>> =
+                                bt.shape.iter().map(|d| d.fixed().and_then(|n| usize::try_from(n).ok())).collect();
+                            let shape = shape.ok_or_else(|| perr("a strided view needs a static shape".into()))?;
+                            BufferInfo { elem: bt.elem, shape, bytes: buffers[src].bytes, kind: BufferKind::View(src) }
+                        }
+                        _ => {
+                            let b = new_buffer(BufferKind::View(src))?;
+                            if b.bytes != buffers[src].bytes {
+                                return Err(perr("a view changes the buffer size".into()));
+                            }
+                            b
+                        }
+                    };
+                    index_of.insert(r, buffers.len());
                     buffers.push(b);
                 }
                 "loops.launch" => {
@@ -249,7 +263,13 @@ impl Executable {
                 }
                 "func.return" => {
                     for v in &data.operands {
-                        outputs.push(*index_of.get(v).ok_or_else(|| perr("returns an unknown buffer".into()))?);
+                        let i = *index_of.get(v).ok_or_else(|| perr("returns an unknown buffer".into()))?;
+                        let is_strided =
+                            matches!(ctx.ty(ctx.value_type(*v)), TypeData::Buffer(b) if b.strides.is_some());
+                        if is_strided {
+                            return Err(perr("returns a strided view; outputs must be contiguous".into()));
+                        }
+                        outputs.push(i);
                     }
                 }
                 other => return Err(perr(format!("unexpected `{other}` in a program"))),
@@ -441,8 +461,8 @@ func @k(%a: buffer<8xf32>, %b: buffer<8xf32>) {
 }
 ";
         let mut ctx = strata_dialects::context();
-        let m = strata_ir::parse_module(&mut ctx, &strata_ir::Source::new("t", src), &Default::default())
-            .expect("parses");
+        let m =
+            strata_ir::parse_module(&mut ctx, &strata_ir::Source::new("t", src), &Default::default()).expect("parses");
         strata_ir::verify(&ctx, m, Default::default()).expect("verifies");
         (ctx, m)
     }
