@@ -108,10 +108,7 @@ pub struct BenchReport {
     pub max_rel_error: Option<f64>,
 }
 
-fn traced_module(
-    f: impl FnMut(&[Tensor]) -> Result<Tensor>,
-    inputs: &[Tensor],
-) -> Result<(Context, OpId)> {
+fn traced_module(f: impl FnMut(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor]) -> Result<(Context, OpId)> {
     let opts = TraceOptions { record_only: true, symbolic_shape: false, ..TraceOptions::default() };
     let mut t = trace(f, opts)?;
     t.call::<Tensor, Error>(inputs).map_err(|e| Error::Compile(e.to_string()))?;

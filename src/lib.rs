@@ -26,8 +26,8 @@ pub mod trace;
 pub mod transform;
 pub mod zoo;
 
-pub use engine::{Engine, JitEngine, JitOptions};
 pub use dump::{DumpOptions, DumpResult, InferenceOptions};
+pub use engine::{Engine, JitEngine, JitOptions};
 pub use error::{Error, Result};
 pub use model::{LoadedModel, load};
 pub use strata_ir::ElemType;

@@ -5,7 +5,9 @@
 //! 2 (the default) adds the global equality-saturation pass with every default
 //! rule set (folding, batch-norm and parameter folding, conv + bias +
 //! nonlinearity and `z` fusion); 3 iterates to a fixpoint with larger search
-//! limits (later also loop-level fusion). A negative level runs the pipeline of
+//! limits, and the JIT lowers with loop-level fusion
+//! (`lower-graph-to-loops{fuse-dimshuffle=true,fuse-reduce=true}`, chosen by
+//! the facade's trace from the level). A negative level runs the pipeline of
 //! its absolute value and checks every pass's result numerically against the
 //! reference evaluator. The text is pinned by a snapshot test, so any change to
 //! the mapping shows in review.

@@ -51,11 +51,26 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
         Some(p.gflops)
     };
-    let opts = BenchOptions { threads: args.threads, iters: args.iters, warmup: args.warmup, layout: args.layout, measure_peak: peak.is_some() };
+    let opts = BenchOptions {
+        threads: args.threads,
+        iters: args.iters,
+        warmup: args.warmup,
+        layout: args.layout,
+        measure_peak: peak.is_some(),
+    };
     if !args.json {
         println!(
             "{:<22} {:>7} {:>10} {:>10} {:>10} {:>8} {:>6} {:>8} {:>10} {:>7}",
-            "workload", "layout", "median ms", "min ms", "max ms", "GFLOP/s", "%peak", "kernels", "compile ms", "arena×"
+            "workload",
+            "layout",
+            "median ms",
+            "min ms",
+            "max ms",
+            "GFLOP/s",
+            "%peak",
+            "kernels",
+            "compile ms",
+            "arena×"
         );
     }
     for name in names {
@@ -65,7 +80,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
         } else {
             println!(
                 "{:<22} {:>7} {:>10.3} {:>10.3} {:>10.3} {:>8.1} {:>6.1} {:>8} {:>10.1} {:>7.3}",
-                r.workload, r.layout, r.median_ms, r.min_ms, r.max_ms, r.gflops, r.peak_pct, r.kernels, r.compile_ms, r.arena_ratio
+                r.workload,
+                r.layout,
+                r.median_ms,
+                r.min_ms,
+                r.max_ms,
+                r.gflops,
+                r.peak_pct,
+                r.kernels,
+                r.compile_ms,
+                r.arena_ratio
             );
         }
         if let Some(e) = r.max_rel_error

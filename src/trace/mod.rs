@@ -421,8 +421,9 @@ impl<F> Traced<F> {
             crate::engine::Engine::Jit => {
                 let g = self.options.graph_opt_config.clone().unwrap_or_default();
                 let jit = crate::engine::JitOptions {
-                    fuse_dimshuffle: g.jit_fuse_dimshuffle.unwrap_or(false),
-                    fuse_reduce: g.jit_fuse_reduce.unwrap_or(false),
+                    // opt_level 3 adds loop-level fusion unless the switches say otherwise.
+                    fuse_dimshuffle: g.jit_fuse_dimshuffle.unwrap_or(self.options.opt_level.abs() >= 3),
+                    fuse_reduce: g.jit_fuse_reduce.unwrap_or(self.options.opt_level.abs() >= 3),
                     ..crate::engine::JitOptions::default()
                 };
                 Some(crate::engine::JitEngine::new(&record.ctx, module, "main", jit)?)
