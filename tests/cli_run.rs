@@ -130,18 +130,60 @@ fn profile_has_one_entry_per_op() {
         chrome.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // The JIT's profile: one entry per kernel launch.
     let model = strata::load(&path).unwrap();
+    let x = TensorData::random_uniform(ElemType::F32, vec![1, 16, 16, 16], -1.0, 1.0, 1).unwrap();
+    let kernels = model.jit().unwrap().compiled(&[x.shape().to_vec()]).unwrap().executable().steps().len();
+    let p: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(p["schema"], "strata.profile/1");
+    assert_eq!(p["engine"], "jit");
+    assert_eq!(p["runs"], 2, "warm-up runs are not profiled");
+    let ops = p["ops"].as_array().unwrap();
+    assert_eq!(ops.len(), kernels);
+    assert!(ops.iter().all(|o| o["calls"] == 2 && o["op"].as_str().unwrap().contains("_k")), "{ops:?}");
+    let c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&chrome).unwrap()).unwrap();
+    assert_eq!(c.as_array().unwrap().len(), 2 * kernels);
+
+    // The reference engine's profile: one entry per graph op.
+    let out = strata(&[
+        "run",
+        path.to_str().unwrap(),
+        "--iter",
+        "2",
+        "--engine",
+        "interp",
+        "--profile",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let (ctx, module) = model.module();
     let main = strata::dialects::func::lookup_function(ctx, module, "main").unwrap();
     let body_ops = ctx.body_ops(main.0).len() - 1;
     let p: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(p["schema"], "strata.profile/1");
-    assert_eq!(p["runs"], 2, "warm-up runs are not profiled");
+    assert_eq!(p["engine"], "reference");
     let ops = p["ops"].as_array().unwrap();
     assert_eq!(ops.len(), body_ops);
     assert!(ops.iter().all(|o| o["calls"] == 2 && o["op"].as_str().unwrap().contains('.')), "{ops:?}");
-    let c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&chrome).unwrap()).unwrap();
-    assert_eq!(c.as_array().unwrap().len(), 2 * body_ops);
+}
+
+#[test]
+fn engines_and_kernel_threads_run() {
+    let dir = scratch("engines");
+    let path = zoo_file(&dir, "resblock", vec![]);
+    let mut outs = Vec::new();
+    for args in [&["--engine", "interp"][..], &["--threads", "2"], &["--engine", "jit", "--threads", "1"]] {
+        let io = dir.join(format!("io{}", outs.len()));
+        let mut cmd = vec!["run", path.to_str().unwrap(), "--iter", "1", "--io-dump", io.to_str().unwrap()];
+        cmd.extend_from_slice(args);
+        let out = strata(&cmd);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        if args.contains(&"jit") || args.contains(&"--threads") {
+            assert!(text(&out.stdout).contains("jit compile:"), "{}", text(&out.stdout));
+        }
+        outs.push(io);
+    }
+    let bad = strata(&["run", path.to_str().unwrap(), "--engine", "gpu"]);
+    assert!(!bad.status.success() && text(&bad.stderr).contains("unknown engine"), "{}", text(&bad.stderr));
 }
 
 #[test]
