@@ -3,7 +3,7 @@
 //!
 //! [`cross_compile`] follows the JIT's pipeline ([`crate::engine::JitEngine`]) up to machine
 //! code: clone the graph module, specialise its shapes to the given inputs, run
-//! `lower-graph-to-loops{fuse=true}`, then compile every kernel into an object for the target
+//! the JIT's lowering pipeline (`JitOptions::lowering_pipeline`), then compile every kernel into an object for the target
 //! ([`strata_codegen::compile::object_module`]). Instead of binding the kernels to an
 //! in-process [`Executable`], [`emit_c_harness`] writes the program function out as C:
 //!
@@ -236,8 +236,8 @@ pub fn cross_compile_function(
         return Err(AotError::Invalid(format!("specialising to input shapes {input_shapes:?}:\n{text}")));
     }
     let reg = strata_passes::registry();
-    let mut pm =
-        PassManager::parse(&reg, "lower-graph-to-loops{fuse=true}").map_err(|e| AotError::Lower(e.to_string()))?;
+    let mut pm = PassManager::parse(&reg, &crate::engine::JitOptions::default().lowering_pipeline())
+        .map_err(|e| AotError::Lower(e.to_string()))?;
     pm.run(&mut ctx, module).map_err(|e| AotError::Lower(e.to_string()))?;
     let object = object_module(&ctx, module, target)?;
     let layout = ProgramLayout::read(&ctx, module, func)?;

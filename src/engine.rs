@@ -72,6 +72,18 @@ pub struct JitOptions {
     pub isa: IsaConfig,
 }
 
+impl JitOptions {
+    /// The passes that take a specialised graph to the loops level:
+    /// `promote-f16-compute` (the kernels compute in f32) and
+    /// `lower-graph-to-loops` with these fusion options.
+    pub fn lowering_pipeline(&self) -> String {
+        format!(
+            "promote-f16-compute,lower-graph-to-loops{{fuse={},fuse-dimshuffle={},fuse-reduce={}}}",
+            self.fuse, self.fuse_dimshuffle, self.fuse_reduce
+        )
+    }
+}
+
 impl Default for JitOptions {
     fn default() -> Self {
         JitOptions { threads: 1, fuse: true, fuse_dimshuffle: false, fuse_reduce: false, isa: IsaConfig::host() }
@@ -187,11 +199,7 @@ impl JitEngine {
             return Err(Error::Compile(format!("specialising to input shapes {shapes:?}:\n{text}")));
         }
         let reg = strata_passes::registry();
-        let o = &self.options;
-        let pipeline = format!(
-            "lower-graph-to-loops{{fuse={},fuse-dimshuffle={},fuse-reduce={}}}",
-            o.fuse, o.fuse_dimshuffle, o.fuse_reduce
-        );
+        let pipeline = self.options.lowering_pipeline();
         let mut pm = PassManager::parse(&reg, &pipeline).map_err(|e| Error::Compile(e.to_string()))?;
         pm.run(&mut ctx, module).map_err(|e| Error::Compile(e.to_string()))?;
         let lower = t0.elapsed();

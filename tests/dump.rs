@@ -421,7 +421,8 @@ fn fusion_options_fuse_at_dump_and_at_load() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
     let json = std::fs::read_to_string(&profile).unwrap();
-    assert!(json.contains("graph.conv_bias") && !json.contains("graph.conv2d"), "{json}");
+    // The JIT's profile names each kernel after its graph op.
+    assert!(json.contains("_conv_bias") && !json.contains("_conv2d"), "{json}");
 }
 
 /// A zoo model traced at batch 1 (image models at 32×32, to keep the test fast).
@@ -479,11 +480,13 @@ fn layout_and_f16_dumps_pass_their_testcases() {
         }
     }
     // resnet50 (slow in a debug build, so one layout): folding batch norm moves
-    // f32 rounding, which its random weights amplify (tests/zoo.rs), hence 1e-3.
+    // f32 rounding, which its random weights amplify (tests/zoo.rs), and the
+    // JIT accumulates in f32 where the reference that made the expected values
+    // accumulates in f64 (tests/jit.rs), hence 3e-3.
     // In f16 its activations overflow the f16 range (the error is ~1.6), so the
     // f16 options are not run on it.
     let t = traced_small("resnet50");
-    let mut opts = DumpOptions { input_data: vec!["#rand(-1,1)".into()], maxerr: 1e-3, ..Default::default() };
+    let mut opts = DumpOptions { input_data: vec!["#rand(-1,1)".into()], maxerr: 3e-3, ..Default::default() };
     opts.inference.enable_nchw88 = true;
     let path = dir.path("resnet50-nchw88.smdl");
     t.dump(&path, &opts).unwrap();

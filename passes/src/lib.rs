@@ -26,6 +26,7 @@ pub const PASSES: &[PassInfo] = &[
     layout::padding_channel::INFO,
     layout::nchwxx::INFO,
     layout::cancel_relayouts::INFO,
+    lower::promote_f16::INFO,
     lower::INFO,
 ];
 

@@ -3,10 +3,10 @@
 //! interpreter on the same random inputs.
 
 use crate::lower::tests::{check_lowering, check_lowering_with};
-use strata_dialects::layout::format::WeightFormat;
+use strata_dialects::layout::format::{WeightFormat, pack_dims};
 use strata_ir::pass::PassManager;
 use strata_ir::tensor::SplitMix64;
-use strata_ir::{ParseOptions, Source, parse_module};
+use strata_ir::{Dim, Layout, ParseOptions, Source, parse_module};
 
 const TOL: f64 = 1e-4;
 
@@ -104,14 +104,22 @@ fn graph_src(c: &Conv, bias: bool) -> String {
 /// weight format `wf`; `%x`, `%w`, `%b` (and `%z`) are function arguments.
 fn layout_parts(c: &Conv, layout: &str, p: usize, wf: &str) -> (String, String, String) {
     let [oh, ow] = c.out();
-    let blocked = |ch: usize, h: usize, w: usize| format!("tensor<{}xf32, #{layout}>", dims(&[c.n, ch / p, h, w, p]));
-    let x =
-        if wf == "hybrid" { format!("tensor<{}xf32>", dims(&[c.n, c.ic, c.h, c.w])) } else { blocked(c.ic, c.h, c.w) };
+    let l = Layout::ALL.into_iter().find(|l| l.to_string() == layout).unwrap();
+    let stored = |n: usize, ch: usize, h: usize, w: usize| {
+        let d = pack_dims(l, [n, ch, h, w].map(|v| Dim::Fixed(v as u64))).unwrap();
+        let d: Vec<usize> = d.iter().map(|d| d.fixed().unwrap() as usize).collect();
+        format!("tensor<{}xf32, #{layout}>", dims(&d))
+    };
+    let x = if wf == "hybrid" {
+        format!("tensor<{}xf32>", dims(&[c.n, c.ic, c.h, c.w]))
+    } else {
+        stored(c.n, c.ic, c.h, c.w)
+    };
     let oihw = c.oihw().map(|d| d as u64);
     let packed = WeightFormat::parse(wf).unwrap().pack_dims(p as u64, c.group as u64, oihw).unwrap();
     let w = format!("tensor<{}xf32>", packed.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x"));
-    let b = format!("tensor<1x{}x1x1x{p}xf32, #{layout}>", c.oc / p);
-    let o = format!("tensor<{}xf32, #{layout}>", dims(&[c.n, c.oc / p, oh, ow, p]));
+    let b = stored(1, c.oc, 1, 1);
+    let o = stored(c.n, c.oc, oh, ow);
     let (zarg, zop, zty) =
         if c.z { (format!(", %z: {o}"), ", %z", format!(", {o}")) } else { (String::new(), "", String::new()) };
     let args = format!("%x: {x}, %w: {w}, %b: {b}{zarg}");
@@ -221,6 +229,26 @@ fn blocked_group() {
 }
 
 #[test]
+fn blocked_other_layouts() {
+    // The same kernels through the index arithmetic of other blocked layouts:
+    // NHWCD4 ([N, H, C/4, W, 4]) with strata's dense filter, channel-wise and
+    // group weights; CHWN4 ([C/4, H, W, N, 4]); NCHW44_DOT and NCHW32 with
+    // f32 dense weights (P = 32: eight vectors per pixel).
+    let c = Conv { n: 2, nl: "relu", z: true, ..Conv::new(8, 12, 5, 3) };
+    check_lowering(&layout_src(&c, "nhwcd4", 4, "nhwcd4"), TOL);
+    let c = Conv { group: 8, stride: [2, 2], ..Conv::new(8, 8, 7, 3) };
+    check_lowering(&layout_src(&c, "nhwcd4", 4, "channelwise"), TOL);
+    let c = Conv { group: 2, ..Conv::new(8, 16, 4, 3) };
+    check_lowering(&layout_src(&c, "nhwcd4", 4, "group"), TOL);
+    let c = Conv { n: 3, nl: "h_swish", ..Conv::new(8, 4, 5, 3) };
+    check_lowering(&layout_src(&c, "chwn4", 4, "dense"), TOL);
+    let c = Conv { z: true, ..Conv::new(4, 8, 6, 3) };
+    check_lowering(&layout_src(&c, "nchw44_dot", 4, "dense"), TOL);
+    let c = Conv { nl: "sigmoid", ..Conv::new(32, 32, 3, 3) };
+    check_lowering(&layout_src(&c, "nchw32", 32, "dense"), TOL);
+}
+
+#[test]
 fn blocked_random_shapes() {
     let mut rng = SplitMix64(11);
     for case in 0..24 {
@@ -257,7 +285,9 @@ fn blocked_random_shapes() {
 
 #[test]
 fn blocked_general_path_for_wide_filters_and_huge_padding() {
-    // A filter wider than MAX_UNROLLED_FW and padding that makes every column a border one.
+    // A filter wider than the image, and padding that makes every column a
+    // border one (more straight-line blocks than MAX_STATIC_BLOCKS: the
+    // per-pixel path with dynamic filter ranges).
     let c = Conv { fh: 1, fw: 17, pad: [0, 8], w: 17, ..Conv::new(8, 8, 3, 1) };
     check_blocked(&c, "dense");
     let c = Conv { pad: [40, 40], h: 2, w: 2, nl: "relu", ..Conv::new(8, 8, 2, 3) };
@@ -279,7 +309,7 @@ fn plain_nchw_convolutions() {
         Conv { pad: [0, 0], ..Conv::new(5, 7, 13, 1) },
         Conv { fh: 2, fw: 5, pad: [0, 2], h: 4, w: 11, ..Conv::new(2, 2, 4, 1) },
         Conv { fh: 1, fw: 18, pad: [0, 3], h: 2, w: 16, ..Conv::new(1, 2, 2, 1) },
-        Conv { pad: [30, 30], h: 2, w: 3, ..Conv::new(1, 1, 2, 3) },
+        Conv { pad: [40, 40], h: 2, w: 2, ..Conv::new(1, 1, 2, 3) },
     ];
     for _ in 0..14 {
         let mut pick = |lo: usize, hi: usize| lo + (rng.next_u64() % (hi - lo + 1) as u64) as usize;
@@ -444,6 +474,9 @@ fn unsupported_element_types_are_refused_with_an_error() {
     let h = transpose_src(&Conv::new(2, 2, 4, 3)).replace("f32", "f16");
     let e = lowering_error(&h);
     assert!(e.contains("f16"), "{e}");
+    // The int8 dot-product weight arrangement has no f32 kernel.
+    let e = lowering_error(&layout_src(&Conv::new(4, 4, 5, 3), "nchw44_dot", 4, "dot"));
+    assert!(e.contains("weight format `dot`"), "{e}");
 }
 
 #[test]

@@ -40,6 +40,7 @@ pub mod image;
 pub mod matmul;
 pub mod norm;
 pub mod pool;
+pub mod promote_f16;
 pub mod reduce;
 pub mod specialize;
 
