@@ -34,6 +34,9 @@ pub struct Workload {
     pub description: &'static str,
     /// Floating-point operations of one run (the peers' count).
     pub flops: u64,
+    /// The layout the graph is in: the requested one, or `nchw` when it has no
+    /// convolution to convert.
+    pub layout: String,
     /// The graph (after the layout pipeline).
     pub ctx: Context,
     /// Its module (`@main`).
@@ -53,13 +56,11 @@ pub struct BenchOptions {
     pub warmup: usize,
     /// Layout conversion: `nchw88`, `nchw44` or `none` (default: by host ISA).
     pub layout: Option<String>,
-    /// Measure the FMA peak (about 0.3 s).
-    pub measure_peak: bool,
 }
 
 impl Default for BenchOptions {
     fn default() -> Self {
-        BenchOptions { threads: 1, iters: 20, warmup: 3, layout: None, measure_peak: true }
+        BenchOptions { threads: 1, iters: 20, warmup: 3, layout: None }
     }
 }
 
@@ -68,7 +69,7 @@ impl Default for BenchOptions {
 pub struct BenchReport {
     /// Workload name.
     pub workload: String,
-    /// Layout the graph was converted to.
+    /// Layout the graph was converted to (`nchw` when there was nothing to convert).
     pub layout: String,
     /// Kernel threads.
     pub threads: usize,
@@ -171,6 +172,7 @@ pub fn workload(name: &str, seed: u64, layout: &str) -> Result<Workload> {
     let name = WORKLOADS.iter().copied().find(|w| *w == name).expect("invariant: matched above");
     let inputs = inputs.iter().map(Tensor::data).collect::<Result<Vec<_>>>()?;
     let mut ctx = ctx;
+    let mut used = "nchw".to_string();
     if layout != "none" {
         let mut opts = InferenceOptions::default();
         opts.set(&format!("enable_{layout}"), true)?;
@@ -178,12 +180,13 @@ pub fn workload(name: &str, seed: u64, layout: &str) -> Result<Workload> {
         let pipeline = crate::dump::option_pipeline(&opts).expect("invariant: options enabled");
         let config = crate::driver::OptConfig { pipeline: Some(pipeline), ..Default::default() };
         match crate::driver::optimize(&mut ctx, module, &config) {
+            Ok(_) => used = layout.to_string(),
             // A workload without a convolution has nothing to convert: the layout pass refuses.
-            Ok(_) | Err(crate::driver::DriverError::Pass(strata_ir::pass::PassError::Unsupported { .. })) => {}
+            Err(crate::driver::DriverError::Pass(strata_ir::pass::PassError::Unsupported { .. })) => {}
             Err(e) => return Err(Error::Compile(e.to_string())),
         }
     }
-    Ok(Workload { name, description, flops, ctx, module, inputs })
+    Ok(Workload { name, description, flops, layout: used, ctx, module, inputs })
 }
 
 /// The default layout for the host ISA.
@@ -193,8 +196,9 @@ pub fn host_layout() -> &'static str {
 
 /// Compiles and times workload `name`.
 pub fn run(name: &str, opts: &BenchOptions, peak: Option<f64>) -> Result<BenchReport> {
-    let layout = opts.layout.clone().unwrap_or_else(|| host_layout().to_string());
-    let w = workload(name, 0, &layout)?;
+    let requested = opts.layout.clone().unwrap_or_else(|| host_layout().to_string());
+    let w = workload(name, 0, &requested)?;
+    let layout = w.layout.clone();
     let jit_opts = crate::engine::JitOptions { threads: opts.threads, ..Default::default() };
     let engine = crate::engine::JitEngine::new(&w.ctx, w.module, "main", jit_opts)?;
     let shapes: Vec<Vec<usize>> = w.inputs.iter().map(|t| t.shape().to_vec()).collect();

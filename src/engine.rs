@@ -4,8 +4,9 @@
 //!
 //! 1. clone the graph module and specialise symbolic dimensions to the
 //!    inputs' shapes ([`strata_passes::lower::specialize`]);
-//! 2. `lower-graph-to-loops` (elementwise epilogues fused into their
-//!    producers);
+//! 2. [`JitOptions::lowering_pipeline`]: `canonicalize`,
+//!    `promote-f16-compute` and `lower-graph-to-loops` (elementwise epilogues
+//!    fused into their producers, optionally dimshuffles and reductions);
 //! 3. compile every kernel with Cranelift for the host
 //!    ([`strata_codegen::compile::jit_module`]);
 //! 4. bind the program to the kernels and plan its memory
@@ -74,11 +75,12 @@ pub struct JitOptions {
 
 impl JitOptions {
     /// The passes that take a specialised graph to the loops level:
-    /// `promote-f16-compute` (the kernels compute in f32) and
-    /// `lower-graph-to-loops` with these fusion options.
+    /// `canonicalize` (shape queries such as `graph.get_var_shape` fold once
+    /// shapes are static), `promote-f16-compute` (the kernels compute in f32)
+    /// and `lower-graph-to-loops` with these fusion options.
     pub fn lowering_pipeline(&self) -> String {
         format!(
-            "promote-f16-compute,lower-graph-to-loops{{fuse={},fuse-dimshuffle={},fuse-reduce={}}}",
+            "canonicalize,promote-f16-compute,lower-graph-to-loops{{fuse={},fuse-dimshuffle={},fuse-reduce={}}}",
             self.fuse, self.fuse_dimshuffle, self.fuse_reduce
         )
     }

@@ -3,10 +3,10 @@
 //! generated C harness by `aarch64-linux-gnu-gcc` and run under `qemu-aarch64` on seeded random
 //! inputs. Each run's outputs are compared with the reference evaluator and with the host JIT
 //! on the same graph (largest `|a - b| / max(|a|, 1)` at most 1e-4: the aarch64 code contracts
-//! multiply-adds into FMAs where the reference rounds twice).
+//! multiply-adds into FMAs and accumulates in f32 where the reference computes in f64 and rounds once).
 //!
 //! Cases: an elementwise-and-pooling program (no convolution), a single NCHW44 `conv_bias` 3×3
-//! with an elementwise add fused as its epilogue, and a whole zoo models (`resblock`, `lenet`).
+//! with an elementwise add fused as its epilogue, and whole zoo models (`resblock`, `lenet`).
 //!
 //! Without the cross toolchain or emulator (`scripts/install-deps.sh` installs them) the tests
 //! print "skipped: …" and pass, except under `CI`, where a missing tool fails them.

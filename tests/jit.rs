@@ -47,8 +47,15 @@ fn jit_run(ctx: &Context, m: OpId, x: &TensorData, threads: usize) -> Vec<Tensor
     e.run(std::slice::from_ref(x)).unwrap_or_else(|err| panic!("{err}"))
 }
 
-const MODELS: &[(&str, usize)] =
-    &[("mlp", 0), ("lenet", 0), ("resblock", 0), ("preprocess_net", 0), ("resnet18", 32), ("mobilenet_v2", 32), ("resnet50", 32)];
+const MODELS: &[(&str, usize)] = &[
+    ("mlp", 0),
+    ("lenet", 0),
+    ("resblock", 0),
+    ("preprocess_net", 0),
+    ("resnet18", 32),
+    ("mobilenet_v2", 32),
+    ("resnet50", 32),
+];
 
 #[test]
 fn every_zoo_model_at_every_opt_level_matches_the_reference() {

@@ -421,8 +421,19 @@ fn profiling_collects_per_op_times() {
     let p = traced.get_profile().unwrap();
     assert_eq!(p.runs, 2);
     let json = p.to_json();
-    assert!(json.contains("\"schema\": \"strata.profile/1\"") && json.contains("\"op\": \"graph.elemwise\""), "{json}");
+    // The JIT fuses neg and exp into one kernel, named after its root op.
+    assert!(json.contains("\"schema\": \"strata.profile/1\"") && json.contains("_elemwise\""), "{json}");
+    assert!(json.contains("\"engine\": \"jit\"") && p.ops.len() == 1, "{json}");
     assert!(p.ops.iter().all(|o| o.calls == 2));
+    // The reference engine profiles graph ops.
+    let opts = TraceOptions { profiling: true, engine: strata::Engine::Interp, ..TraceOptions::default() };
+    let mut traced = trace(|a: &[Tensor]| -> R<Tensor> { a[0].neg()?.exp() }, opts).unwrap();
+    for _ in 0..3 {
+        traced.call(&[x.clone()]).unwrap();
+    }
+    let p = traced.get_profile().unwrap();
+    let json = p.to_json();
+    assert!(json.contains("\"op\": \"graph.elemwise\"") && json.contains("\"engine\": \"reference\""), "{json}");
     let chrome = p.to_chrome_trace();
     assert!(chrome.trim_start().starts_with('[') && chrome.contains("\"ph\": \"X\""), "{chrome}");
 }

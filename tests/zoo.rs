@@ -26,13 +26,14 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     strata::feed::assert_equal_error(&a.data().unwrap(), &b.data().unwrap())
 }
 
-/// Largest AssertEqual error between eager and compiled (opt level 2) results.
-/// Conv/bias/relu fusion is bit-exact; folding batch norm into the weights
-/// moves f32 rounding, which resnet50 with random weights (outputs in the
-/// thousands, built from large cancelling terms) amplifies to ~5e-4; the other
+/// Largest AssertEqual error between eager and compiled (opt level 2, JIT)
+/// results. Folding batch norm into the weights moves f32 rounding, and the
+/// JIT's kernels accumulate in f32 (with FMA) where the eager reference
+/// accumulates in f64; resnet50 with random weights (outputs in the thousands,
+/// built from large cancelling terms) amplifies that to ~2.5e-3; the other
 /// models stay below 1e-4.
 fn tolerance(name: &str) -> f64 {
-    if name == "resnet50" { 1e-3 } else { 1e-4 }
+    if name == "resnet50" { 3e-3 } else { 1e-4 }
 }
 
 #[test]

@@ -51,13 +51,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
         Some(p.gflops)
     };
-    let opts = BenchOptions {
-        threads: args.threads,
-        iters: args.iters,
-        warmup: args.warmup,
-        layout: args.layout,
-        measure_peak: peak.is_some(),
-    };
+    let opts = BenchOptions { threads: args.threads, iters: args.iters, warmup: args.warmup, layout: args.layout };
     if !args.json {
         println!(
             "{:<22} {:>7} {:>10} {:>10} {:>10} {:>8} {:>6} {:>8} {:>10} {:>7}",

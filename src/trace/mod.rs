@@ -85,8 +85,8 @@ impl Default for DtrConfig {
     }
 }
 
-/// JIT fusion switches (`None` = unset = off, as in MegEngine), honoured by the
-/// JIT's lowering (`lower-graph-to-loops{fuse-dimshuffle,fuse-reduce}`).
+/// JIT fusion switches (`None` = unset: off, as in MegEngine, except at
+/// `opt_level` 3, which turns both on), honoured by the JIT's lowering (`lower-graph-to-loops{fuse-dimshuffle,fuse-reduce}`).
 /// Elementwise chains always fuse into their producer's kernel.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GraphOptimizationConfig {

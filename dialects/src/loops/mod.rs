@@ -16,7 +16,10 @@
 //!
 //! Value types: `index` (loop counters and subscripts, 64-bit), scalars (`f32`,
 //! `i32`, `u8`, …, `bool` from comparisons) and 128-bit vectors (`vec<4xf32>`,
-//! `vec<4xi32>`, `vec<16xi8>`, `vec<16xu8>`, `vec<8xf16>` as storage only).
+//! `vec<4xi32>`, `vec<8xi16>`, `vec<8xu16>`, `vec<16xi8>`, `vec<16xu8>`,
+//! `vec<8xf16>`). f16/bf16 arithmetic is computed in f32 and rounded back after
+//! each op (the lowering promotes whole f16 ops to f32 instead:
+//! `promote-f16-compute`).
 //! A vector comparison gives a mask vector of signed integers of the lane width
 //! (`vec<4xi32>` for `vec<4xf32>`), all ones or all zeros per lane.
 //!
@@ -50,7 +53,8 @@ pub enum BinOp {
     Sub,
     /// `a * b`.
     Mul,
-    /// `a / b` (integers: truncating; division by zero is undefined in compiled code).
+    /// `a / b` (integers: truncating; division by zero is an error in the
+    /// interpreter and gives the dividend in compiled code, which never traps).
     Div,
     /// Integer remainder (sign of the dividend).
     Rem,

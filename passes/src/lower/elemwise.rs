@@ -47,9 +47,6 @@ pub fn lower_typecvt(cx: &mut KernelCx<'_, '_, '_>, op: OpId) -> LResult<()> {
     if from.is_quantized() || to.is_quantized() {
         return Err(cx.err(op, format!("typecvt {from} -> {to}: quantised conversions are not lowered yet")));
     }
-    if matches!(from, ElemType::BF16) || matches!(to, ElemType::BF16) {
-        return Err(cx.err(op, "bf16 conversions are not lowered yet"));
-    }
     let shape = cx.shape(out);
     let input = cx.inputs[0];
     let to_ty = cx.k.scalar_ty(to);

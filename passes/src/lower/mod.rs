@@ -21,7 +21,11 @@
 //!   (one file per op family: `conv`, `matmul`, `elemwise`, `data`, `pool`,
 //!   `reduce`, `image`, `norm`).
 //!
-//! Options: `fuse` (default true) turns epilogue fusion off, for comparison.
+//! Options: `fuse` (default true) turns epilogue fusion off, for comparison;
+//! `fuse-dimshuffle` (default false) reads a dimshuffle that only an
+//! elementwise op uses through a strided `loops.view` instead of materialising
+//! it; `fuse-reduce` (default false) evaluates an elementwise kernel that only a
+//! reduction reads inside the reduction's loads.
 //!
 //! ```text
 //! func @main(%x: tensor<1x8xf32>) -> tensor<1x8xf32> {
@@ -420,18 +424,87 @@ pub fn emit_elemwise(k: &mut KernelBuilder<'_, '_>, mode: Mode, args: &[ValueId]
     })
 }
 
-/// Writes every element of the output (stored shape `shape`): the outer
-/// dimensions flattened into rows split across threads, the last dimension in
-/// vectors of `lanes` (if given and the dimension is long enough) plus a scalar
+/// Writes every element of the output (stored shape `shape`): the leading
+/// dimensions flattened into one parallel loop split across threads, the
+/// remaining ones as nested loops inside it, the last dimension in vectors of
+/// `lanes` (if given and the dimension is long enough) plus a scalar
 /// remainder. `value(k, idx, lanes)` computes the value at `idx` (a vector of
 /// `lanes` elements starting there, or a scalar for `None`); the epilogue is
 /// applied and the result stored.
+///
+/// The parallel loop takes as many leading dimensions as keep each of its
+/// iterations to at least a few thousand elements while leaving at least 32
+/// iterations to split (`[1, 64, 112, 112]`: 64 iterations of 112 rows), so
+/// the div/rem decomposing its index runs rarely and the inner subscripts are
+/// loop counters, whose addresses the translation strength-reduces; short
+/// vector loops (NCHW88's last dimension of 8) are unrolled completely and the
+/// loop around them in part, long ones 4 times.
 pub fn map_output(
     cx: &mut KernelCx<'_, '_, '_>,
     shape: &[usize],
     lanes: Option<u32>,
     mut value: impl FnMut(&mut KernelBuilder<'_, '_>, &[ValueId], Option<u32>) -> LResult<ValueId>,
 ) -> LResult<()> {
+    /// Elements an iteration of the parallel loop should have at least.
+    const INNER_TARGET: usize = 4096;
+    /// Parallel iterations to keep when taking a dimension into the inner loops.
+    const MIN_PARALLEL: usize = 32;
+
+    type Emit<'e> = dyn FnMut(&mut KernelBuilder<'_, '_>, &[ValueId], Option<u32>) -> LResult<()> + 'e;
+
+    /// A loop `lb..ub` (step `step`, unrolled `unroll` times) setting `idx[d]`.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        k: &mut KernelBuilder<'_, '_>,
+        (lb, ub, step): (i64, i64, i64),
+        unroll: i64,
+        d: usize,
+        idx: &mut Vec<ValueId>,
+        body: &mut dyn FnMut(&mut KernelBuilder<'_, '_>, &mut Vec<ValueId>) -> LResult<()>,
+    ) -> LResult<()> {
+        let (l, u, s) = (k.index(lb), k.index(ub), k.index(step));
+        k.for_loop(l, u, s, &[], Some(unroll), |k, i, _| {
+            idx[d] = i;
+            body(k, idx).map(|()| Vec::new())
+        })
+        .map(|_| ())
+    }
+
+    /// Unroll factor of a loop of `trip` iterations whose body emits `emits` values.
+    fn unroll_for(trip: i64, emits: i64) -> i64 {
+        if trip * emits <= 8 { trip } else { (8 / emits.max(1)).clamp(1, 4) }
+    }
+
+    /// The loops over dimensions `d..` of `shape`.
+    fn nest(
+        k: &mut KernelBuilder<'_, '_>,
+        shape: &[usize],
+        d: usize,
+        idx: &mut Vec<ValueId>,
+        lanes: Option<u32>,
+        emit: &mut Emit<'_>,
+    ) -> LResult<()> {
+        let n = shape.len();
+        let cols = shape[n - 1] as i64;
+        let vec = lanes.filter(|&l| cols >= i64::from(l));
+        let step = vec.map_or(1, i64::from);
+        let vec_end = if vec.is_some() { cols - cols % step } else { 0 };
+        if d + 1 < n {
+            // Values one iteration of this dimension emits (vectors and scalars of a row).
+            let row_emits = vec_end / step + (cols - vec_end);
+            let inner: i64 = shape[d + 1..n - 1].iter().map(|&s| s as i64).product::<i64>() * row_emits;
+            let trip = shape[d] as i64;
+            let unroll = if d + 2 == n { unroll_for(trip, inner) } else { 1 };
+            return run(k, (0, trip, 1), unroll, d, idx, &mut |k, idx| nest(k, shape, d + 1, idx, lanes, emit));
+        }
+        if let Some(l) = vec {
+            let unroll = unroll_for(vec_end / step, 1);
+            run(k, (0, vec_end, step), unroll, d, idx, &mut |k, idx| emit(k, idx, Some(l)))?;
+        }
+        let unroll = unroll_for(cols - vec_end, 1);
+        run(k, (vec_end, cols, 1), unroll, d, idx, &mut |k, idx| emit(k, idx, None))
+    }
+
     let KernelCx { k, output, epilogue, .. } = cx;
     let (output, epilogue) = (*output, epilogue.clone());
     if shape.is_empty() {
@@ -440,39 +513,41 @@ pub fn map_output(
         k.store(v, output, &[]);
         return Ok(());
     }
-    let (outer, last) = shape.split_at(shape.len() - 1);
-    let cols = last[0] as i64;
+    let n = shape.len();
+    // Dimensions `..p` form the parallel loop.
+    let mut p = n - 1;
+    let mut inner = shape[n - 1];
+    while p > 0 && inner < INNER_TARGET && shape[..p - 1].iter().product::<usize>() >= MIN_PARALLEL {
+        inner = inner.saturating_mul(shape[p - 1]);
+        p -= 1;
+    }
+    let outer = shape[..p].to_vec();
     let rows: usize = outer.iter().product();
-    let outer = outer.to_vec();
+    let mut emit = |k: &mut KernelBuilder<'_, '_>, full: &[ValueId], l: Option<u32>| -> LResult<()> {
+        let v = value(k, full, l)?;
+        let v = epilogue.apply(k, v, full)?;
+        k.store(v, output, full);
+        Ok(())
+    };
     k.parallel(rows as i64, |k, row| {
-        // Decompose the row into subscripts of the outer dimensions.
-        let mut idx = vec![row; outer.len()];
+        // Decompose the row into subscripts of the outer dimensions (dimensions
+        // of one element get the constant 0, so every access of a row shares its
+        // address arithmetic).
+        let mut idx = vec![row; n];
         let mut rest = row;
-        for d in (0..outer.len()).rev() {
-            let n = k.index(outer[d] as i64);
-            if d == 0 {
+        let first_live = outer.iter().position(|&s| s > 1);
+        for d in (0..p).rev() {
+            if outer[d] <= 1 {
+                idx[d] = k.index(0);
+            } else if Some(d) == first_live {
                 idx[d] = rest;
             } else {
-                idx[d] = k.binary(BinOp::Rem, rest, n);
-                rest = k.binary(BinOp::Div, rest, n);
+                let c = k.index(outer[d] as i64);
+                idx[d] = k.binary(BinOp::Rem, rest, c);
+                rest = k.binary(BinOp::Div, rest, c);
             }
         }
-        let mut emit_at = |k: &mut KernelBuilder<'_, '_>, j: ValueId, l: Option<u32>| -> LResult<()> {
-            let mut full = idx.clone();
-            full.push(j);
-            let v = value(k, &full, l)?;
-            let v = epilogue.apply(k, v, &full)?;
-            k.store(v, output, &full);
-            Ok(())
-        };
-        let mut done = 0i64;
-        if let Some(l) = lanes.filter(|&l| cols >= i64::from(l)) {
-            let step = i64::from(l);
-            let vec_end = cols - cols % step;
-            k.for_range(0, vec_end, step, |k, j| emit_at(k, j, Some(l)))?;
-            done = vec_end;
-        }
-        k.for_range(done, cols, 1, |k, j| emit_at(k, j, None))
+        nest(k, shape, p, &mut idx, lanes, &mut emit)
     })
 }
 
@@ -562,7 +637,6 @@ pub const INFO: PassInfo = PassInfo {
         }))
     },
 };
-
 
 impl Pass for LowerGraphToLoops {
     fn name(&self) -> &'static str {

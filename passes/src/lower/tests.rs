@@ -154,3 +154,18 @@ fn fused_reductions_compute_their_elementwise_producer_inline() {
     let plain = check_lowering(src, 1e-5);
     assert_eq!(plain.matches("loops.launch").count(), 5, "{plain}");
 }
+
+#[test]
+fn conversions_between_every_float_width_match_the_reference() {
+    check_lowering(
+        "func @main(%x: tensor<3x7xf32>) -> (tensor<3x7xf32>, tensor<3x7xf32>, tensor<3x7xi32>) {
+  %0 = graph.typecvt(%x) {dtype = bf16} : (tensor<3x7xf32>) -> tensor<3x7xbf16>
+  %1 = graph.typecvt(%0) {dtype = f32} : (tensor<3x7xbf16>) -> tensor<3x7xf32>
+  %2 = graph.typecvt(%x) {dtype = f16} : (tensor<3x7xf32>) -> tensor<3x7xf16>
+  %3 = graph.typecvt(%2) {dtype = f32} : (tensor<3x7xf16>) -> tensor<3x7xf32>
+  %4 = graph.typecvt(%x) {dtype = i32} : (tensor<3x7xf32>) -> tensor<3x7xi32>
+  return(%1, %3, %4)
+}",
+        0.0,
+    );
+}

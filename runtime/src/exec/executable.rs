@@ -353,7 +353,21 @@ impl Executable {
                 });
             }
         }
-        let mut arena = self.arena.lock().unwrap_or_else(|p| p.into_inner());
+        // The shared arena, or, while another run holds it (parallel copies of a
+        // model), a private one for this run.
+        let mut private = Vec::new();
+        let mut guard = match self.arena.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        let arena: &mut Vec<u64> = match guard.as_mut() {
+            Some(g) => g,
+            None => {
+                private = vec![0u64; self.plan.arena_bytes.div_ceil(8) + ARENA_ALIGN / 8];
+                &mut private
+            }
+        };
         let base = arena.as_mut_ptr() as *mut u8;
         let base = base.wrapping_add(base.align_offset(ARENA_ALIGN));
         // Base address of every buffer.
@@ -379,7 +393,7 @@ impl Executable {
                 // buffers (bound by `build` from the same program); every pointer is
                 // the base of a live buffer of the size the kernel's types declare:
                 // inputs were checked against the signature, constants against their
-                // buffer types, temporaries lie inside the locked arena. Kernels only
+                // buffer types, temporaries lie inside this run's arena (locked, or private). Kernels only
                 // write their output buffers (temporaries), never inputs or constants.
                 unsafe { (step.entry)(args.as_ptr(), lo, hi) };
             } else {
@@ -410,7 +424,8 @@ impl Executable {
                     .map_err(|e| ExecError::Program { program: self.program.clone(), message: e.to_string() })
             })
             .collect();
-        drop(arena);
+        drop(guard);
+        drop(private);
         outs
     }
 }
