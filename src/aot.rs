@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 
 use strata_codegen::compile::{kernel_functions, object_module};
 use strata_ir::pass::PassManager;
-use strata_ir::{Context, ElemType, OpId, TensorData, TypeData, ValueId, VerifyOptions, verify};
+use strata_ir::{Context, ElemType, OpId, TensorData, VerifyOptions, verify};
 use strata_runtime::exec::executable::ARENA_ALIGN;
 use strata_runtime::exec::{BufferInfo, BufferKind, ExecError, Executable, KernelFn};
 
@@ -275,7 +275,7 @@ impl ProgramLayout {
     fn read(ctx: &Context, module: OpId, program: &str) -> Result<ProgramLayout> {
         let entry: KernelFn = never_called;
         let exe = Executable::build(ctx, module, program, &|_| Some(entry))?;
-        let outputs = output_buffers(ctx, module, program, exe.buffers())?;
+        let outputs = exe.outputs().to_vec();
         Ok(ProgramLayout { exe, outputs })
     }
 
@@ -556,61 +556,6 @@ fn c_escape(s: &str) -> String {
 
 fn byte_size(elem: ElemType, shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(elem.size_bytes(), |acc, &d| acc.checked_mul(d))
-}
-
-/// The buffer indices (in [`Executable::buffers`] numbering) of the values `program` returns.
-///
-/// The executor numbers buffers in program order: the arguments, then one per `loops.alloc`,
-/// `loops.constant` and `loops.view`. This walk numbers them the same way and checks each
-/// against the executor's buffer (kind, element type, shape), so a change of numbering is an
-/// error rather than wrong outputs.
-fn output_buffers(ctx: &Context, module: OpId, program: &str, buffers: &[BufferInfo]) -> Result<Vec<usize>> {
-    let perr = |m: String| AotError::Unsupported(format!("@{program}: {m}"));
-    let f =
-        strata_dialects::func::lookup_function(ctx, module, program).ok_or_else(|| perr("no such function".into()))?.0;
-    let body = ctx.body(f, 0).ok_or_else(|| perr("has no body".into()))?;
-    let mut numbered: Vec<(ValueId, &'static str)> = ctx.block(body).args.iter().map(|&a| (a, "arg")).collect();
-    let mut returned: Option<Vec<ValueId>> = None;
-    for &op in &ctx.block(body).ops {
-        let data = ctx.op(op);
-        match ctx.op_name(op) {
-            "loops.alloc" => numbered.push((data.results[0], "alloc")),
-            "loops.constant" => numbered.push((data.results[0], "constant")),
-            "loops.view" => numbered.push((data.results[0], "view")),
-            "func.return" => returned = Some(data.operands.clone()),
-            _ => {}
-        }
-    }
-    if numbered.len() != buffers.len() {
-        return Err(perr(format!("{} buffers in the program, {} in the executable", numbered.len(), buffers.len())));
-    }
-    for (i, ((v, what), b)) in numbered.iter().zip(buffers).enumerate() {
-        let kind_ok = matches!(
-            (*what, &b.kind),
-            ("arg", BufferKind::Input(_))
-                | ("alloc", BufferKind::Temp { .. })
-                | ("constant", BufferKind::Const(_))
-                | ("view", BufferKind::View(_))
-        );
-        let ty_ok = match ctx.ty(ctx.value_type(*v)) {
-            TypeData::Buffer(t) => {
-                t.elem == b.elem
-                    && t.shape.len() == b.shape.len()
-                    && t.shape.iter().zip(&b.shape).all(|(d, &n)| d.fixed() == Some(n as u64))
-            }
-            _ => false,
-        };
-        if !kind_ok || !ty_ok {
-            return Err(perr(format!("buffer #{i} ({what}) does not match the executable's numbering")));
-        }
-    }
-    let returned = returned.ok_or_else(|| perr("no `func.return`".into()))?;
-    returned
-        .iter()
-        .map(|v| {
-            numbered.iter().position(|(n, _)| n == v).ok_or_else(|| perr("returns a value that is not a buffer".into()))
-        })
-        .collect()
 }
 
 #[cfg(test)]

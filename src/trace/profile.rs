@@ -59,6 +59,35 @@ impl Default for Profile {
     }
 }
 
+/// Adds one run's per-entry times to a profile as they come.
+struct Recorder<'p> {
+    ops: &'p mut Vec<OpProfile>,
+    events: &'p mut Vec<Event>,
+    origin: Instant,
+    run: u64,
+    cursor: Instant,
+}
+
+impl<'p> Recorder<'p> {
+    fn new(p: &'p mut Profile, origin: Instant) -> Self {
+        Recorder { ops: &mut p.ops, events: &mut p.events, origin, run: p.runs, cursor: Instant::now() }
+    }
+
+    /// Entry `i` just took `dur`.
+    fn record(&mut self, i: usize, dur: Duration) {
+        if let Some(o) = self.ops.get_mut(i) {
+            o.calls += 1;
+            o.total += dur;
+        }
+        let end = Instant::now();
+        let start = end.checked_sub(dur).unwrap_or(self.cursor).max(self.cursor);
+        self.cursor = end;
+        if self.events.len() < MAX_EVENTS {
+            self.events.push(Event { index: i, start: start.duration_since(self.origin), dur, run: self.run });
+        }
+    }
+}
+
 /// Chrome-trace events kept at most (the oldest are kept).
 const MAX_EVENTS: usize = 200_000;
 
@@ -79,7 +108,8 @@ impl Profile {
             .filter(|&op| !ctx.op_def(op).is_some_and(|d| d.traits.contains(strata_ir::OpTraits::TERMINATOR)))
             .collect();
         let index_of: std::collections::HashMap<OpId, usize> = body.iter().enumerate().map(|(i, &o)| (o, i)).collect();
-        if self.ops.len() != body.len() {
+        if self.engine != "reference" || self.ops.len() != body.len() {
+            self.engine = "reference".into();
             self.ops = body
                 .iter()
                 .enumerate()
@@ -102,20 +132,11 @@ impl Profile {
                 })
                 .collect();
         }
-        let run = self.runs;
         let t0 = Instant::now();
-        let (ops, events) = (&mut self.ops, &mut self.events);
-        let mut cursor = t0;
+        let mut rec = Recorder::new(self, origin);
         let out = strata_dialects::interp::run_observed(ctx, module, "main", inputs, &mut |op, dur| {
             if let Some(&i) = index_of.get(&op) {
-                ops[i].calls += 1;
-                ops[i].total += dur;
-                let end = Instant::now();
-                let start = end.checked_sub(dur).unwrap_or(cursor).max(cursor);
-                cursor = end;
-                if events.len() < MAX_EVENTS {
-                    events.push(Event { index: i, start: start.duration_since(origin), dur, run });
-                }
+                rec.record(i, dur);
             }
         })
         .map_err(|e| e.to_string())?;
@@ -153,23 +174,12 @@ impl Profile {
                 })
                 .collect();
         }
-        let run = self.runs;
         let t0 = Instant::now();
-        let (ops, events) = (&mut self.ops, &mut self.events);
-        let mut cursor = t0;
+        let mut rec = Recorder::new(self, origin);
         let mut i = 0usize;
         let out = engine
             .run_observed(inputs, &mut |_, dur| {
-                if let Some(o) = ops.get_mut(i) {
-                    o.calls += 1;
-                    o.total += dur;
-                }
-                let end = Instant::now();
-                let start = end.checked_sub(dur).unwrap_or(cursor).max(cursor);
-                cursor = end;
-                if events.len() < MAX_EVENTS {
-                    events.push(Event { index: i, start: start.duration_since(origin), dur, run });
-                }
+                rec.record(i, dur);
                 i += 1;
             })
             .map_err(|e| e.to_string())?;

@@ -246,50 +246,9 @@ extern "C" fn libcall_nearbyint(x: f64) -> f64 {
     x.round_ties_even()
 }
 
-/// The error function in double precision, absolute error about 1e-15.
-///
-/// - `|x| < 2.5`: the everywhere-convergent series with positive terms
-///   `erf(x) = 2/sqrt(pi) * exp(-x^2) * sum_n (2x^2)^n x / (1*3*...*(2n+1))`
-///   (A&S 7.1.6), summed until the terms stop changing the sum; no cancellation.
-/// - `2.5 <= |x| < 6`: `1 - erfc(x)` with Laplace's continued fraction
-///   `erfc(x) = exp(-x^2)/sqrt(pi) * 1/(x + (1/2)/(x + 1/(x + (3/2)/(x + ...))))`
-///   (A&S 7.1.14) evaluated backwards from a fixed depth, which for `x >= 2.5` converges far
-///   below f64 precision.
-/// - `|x| >= 6`: `erfc(x) < 2.2e-17`, so `±1`.
-pub fn erf_f64(x: f64) -> f64 {
-    const FRAC_2_SQRT_PI: f64 = std::f64::consts::FRAC_2_SQRT_PI;
-    if x.is_nan() {
-        return x;
-    }
-    let ax = x.abs();
-    let r = if ax < 2.5 {
-        let two_x2 = 2.0 * ax * ax;
-        let mut term = ax;
-        let mut sum = ax;
-        let mut n = 0.0f64;
-        loop {
-            n += 1.0;
-            term *= two_x2 / (2.0 * n + 1.0);
-            let next = sum + term;
-            if next == sum {
-                break;
-            }
-            sum = next;
-        }
-        FRAC_2_SQRT_PI * (-ax * ax).exp() * sum
-    } else if ax < 6.0 {
-        const DEPTH: u32 = 60;
-        let mut t = ax;
-        for k in (1..=DEPTH).rev() {
-            t = ax + f64::from(k) * 0.5 / t;
-        }
-        let erfc = (-ax * ax).exp() / std::f64::consts::PI.sqrt() / t;
-        1.0 - erfc
-    } else {
-        1.0
-    };
-    r.copysign(x)
-}
+/// The error function in double precision (one implementation, shared with
+/// the loops interpreter so compiled code and the oracle agree bit for bit).
+pub use strata_dialects::loops::interp::erf_f64;
 
 /// C source defining the `strata_*` helpers on top of libm, for linking objects produced by
 /// [`crate::object::ObjectBuilder`] into a C program (`-lm`). The libcall names (`fmaf`, `ceilf`,

@@ -320,6 +320,16 @@ impl Executable {
         &self.buffers
     }
 
+    /// The buffers the program returns (indices into [`Executable::buffers`]), in order.
+    pub fn outputs(&self) -> &[usize] {
+        &self.outputs
+    }
+
+    /// The buffers holding the program's inputs, in order.
+    pub fn inputs(&self) -> &[usize] {
+        &self.inputs
+    }
+
     /// The memory plan of the temporaries.
     pub fn plan(&self) -> &MemoryPlan {
         &self.plan
