@@ -18,6 +18,9 @@ fn lanes(elem: ElemType) -> Option<u32> {
 
 /// Lowers `graph.elemwise`.
 pub fn lower_elemwise(cx: &mut KernelCx<'_, '_, '_>, op: OpId) -> LResult<()> {
+    if super::quant::is_quantised(cx, op) {
+        return super::quant::lower_elemwise(cx, op);
+    }
     let e = ElemwiseOp(op);
     let mode = Mode::parse(e.mode(cx.k.ctx())).map_err(|m| cx.err(op, m))?;
     let out = cx.k.ctx().op(op).results[0];
@@ -41,6 +44,9 @@ pub fn lower_elemwise(cx: &mut KernelCx<'_, '_, '_>, op: OpId) -> LResult<()> {
 /// Lowers `graph.typecvt` between plain element types (float ↔ int truncates
 /// toward zero and saturates, as the reference does).
 pub fn lower_typecvt(cx: &mut KernelCx<'_, '_, '_>, op: OpId) -> LResult<()> {
+    if super::quant::is_quantised(cx, op) {
+        return super::quant::lower_typecvt(cx, op);
+    }
     let x = cx.operand(op, 0);
     let out = cx.k.ctx().op(op).results[0];
     let (from, to) = (cx.tensor(x).elem, cx.tensor(out).elem);

@@ -45,6 +45,7 @@ pub mod matmul;
 pub mod norm;
 pub mod pool;
 pub mod promote_f16;
+pub mod quant;
 pub mod reduce;
 pub mod specialize;
 
@@ -436,9 +437,10 @@ pub fn emit_elemwise(k: &mut KernelBuilder<'_, '_>, mode: Mode, args: &[ValueId]
 /// iterations to at least a few thousand elements while leaving at least 32
 /// iterations to split (`[1, 64, 112, 112]`: 64 iterations of 112 rows), so
 /// the div/rem decomposing its index runs rarely and the inner subscripts are
-/// loop counters, whose addresses the translation strength-reduces; short
-/// vector loops (NCHW88's last dimension of 8) are unrolled completely and the
-/// loop around them in part, long ones 4 times.
+/// loop counters (the invariant part of each address is hoisted, unrolled
+/// copies differ only in the constant offset); short vector loops (NCHW88's
+/// last dimension of 8) are unrolled completely and the loop around them in
+/// part, long ones 4 times.
 pub fn map_output(
     cx: &mut KernelCx<'_, '_, '_>,
     shape: &[usize],
@@ -453,7 +455,6 @@ pub fn map_output(
     type Emit<'e> = dyn FnMut(&mut KernelBuilder<'_, '_>, &[ValueId], Option<u32>) -> LResult<()> + 'e;
 
     /// A loop `lb..ub` (step `step`, unrolled `unroll` times) setting `idx[d]`.
-    #[allow(clippy::too_many_arguments)]
     fn run(
         k: &mut KernelBuilder<'_, '_>,
         (lb, ub, step): (i64, i64, i64),

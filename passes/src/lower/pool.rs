@@ -1,7 +1,7 @@
 //! Lowering of spatial pooling: `graph.pooling` / `layout.pooling` (max,
 //! average, average_count_exclude_padding), `graph.global_avg_pool` /
 //! `layout.global_avg_pool` and `graph.adaptive_pooling` /
-//! `layout.adaptive_pooling` (max, average), on f32.
+//! `layout.adaptive_pooling` (max, average), on f32 (and qs8 max pooling).
 //!
 //! The ops only mix the H and W axes, so the lowering works on stored shapes:
 //! every other stored axis (N, the channel block, the in-block channel, …)
@@ -27,8 +27,13 @@
 //!   is the whole row (global pooling, adaptive output width 1), the row is
 //!   reduced with vectors along W, `reduce_lanes` and a scalar tail.
 //!
-//! Refused with an error: element types other than f32 (f16, bf16, qs8 max
-//! pooling), unknown modes, attributes or shapes that disagree with the
+//! `qs8` max pooling (the only quantised pooling the reference defines) runs
+//! the same loops on scalars of the storage integers — vectors of quantised
+//! elements do not exist in the loops dialect — starting from -128; it is
+//! exact (the maximum of the integers is the requantised maximum of the reals).
+//!
+//! Refused with an error: element types other than f32 and qs8 (f16, bf16),
+//! averages of qs8, unknown modes, attributes or shapes that disagree with the
 //! reference's geometry.
 
 use super::{Epilogue, KernelCx, LResult, LowerError};
@@ -104,7 +109,10 @@ enum Red {
 
 impl Red {
     fn init(self, k: &mut KernelBuilder<'_, '_>, ty: Ty) -> ValueId {
-        k.constant(ty, if self == Red::Max { f64::NEG_INFINITY } else { 0.0 })
+        let int = strata_dialects::loops::ValueKind::of(k.ctx(), ty).elem().is_some_and(|e| !e.is_float());
+        // Integer (qs8) maxima start from the type's minimum.
+        let lowest = if int { f64::from(i8::MIN) } else { f64::NEG_INFINITY };
+        k.constant(ty, if self == Red::Max { lowest } else { 0.0 })
     }
 
     fn combine(self, k: &mut KernelBuilder<'_, '_>, acc: ValueId, v: ValueId) -> ValueId {
@@ -141,6 +149,8 @@ impl Red {
 #[derive(Clone, Debug)]
 struct Pool {
     x: ValueId,
+    /// The element type (f32, or qs8 for max pooling: scalars only).
+    elem: ElemType,
     in_shape: Vec<usize>,
     out_shape: Vec<usize>,
     ha: usize,
@@ -163,8 +173,9 @@ pub fn lower_pool(cx: &mut KernelCx<'_, '_, '_>, op: OpId) -> LResult<()> {
     }
     let (xv, ov) = (data.operands[0], data.results[0]);
     let (xt, ot) = (cx.tensor(xv), cx.tensor(ov));
-    if xt.elem != ElemType::F32 || ot.elem != ElemType::F32 {
-        return Err(cx.err(op, format!("pooling of {} is not lowered (f32 only)", xt.elem)));
+    let qs8 = matches!(xt.elem, ElemType::QS8(_));
+    if (xt.elem != ElemType::F32 && !qs8) || ot.elem != xt.elem {
+        return Err(cx.err(op, format!("pooling of {} to {} is not lowered (f32; qs8 max pooling)", xt.elem, ot.elem)));
     }
     if xt.layout != ot.layout {
         return Err(cx.err(op, format!("the result layout #{} differs from the input's #{}", ot.layout, xt.layout)));
@@ -236,10 +247,13 @@ pub fn lower_pool(cx: &mut KernelCx<'_, '_, '_>, op: OpId) -> LResult<()> {
     if size.contains(&0) && !out_shape.contains(&0) {
         return Err(cx.err(op, format!("the input {in_shape:?} has an empty spatial extent; nothing to pool")));
     }
+    if qs8 && red != Red::Max {
+        return Err(cx.err(op, format!("only max pooling is defined on {} (the reference refuses averages)", xt.elem)));
+    }
     if out_shape.contains(&0) {
         return Ok(());
     }
-    let pool = Pool { x: cx.inputs[0], in_shape, out_shape, ha, wa, wins, red };
+    let pool = Pool { x: cx.inputs[0], elem: xt.elem, in_shape, out_shape, ha, wa, wins, red };
     if wa == rank - 1 { w_last(cx, &pool) } else { vec_last(cx, &pool) }
 }
 
@@ -315,8 +329,9 @@ fn vec_last(cx: &mut KernelCx<'_, '_, '_>, g: &Pool) -> LResult<()> {
     let last = g.out_shape[r - 1];
     let inner = g.out_shape[r - 2] as i64;
     // The last axis in positions of 4 lanes, then single lanes.
+    let vecs = if g.elem == ElemType::F32 { last / L } else { 0 };
     let positions: Vec<(usize, Option<u32>)> =
-        (0..last / L).map(|v| (v * L, Some(LANES))).chain((last - last % L..last).map(|j| (j, None))).collect();
+        (0..vecs).map(|v| (v * L, Some(LANES))).chain((vecs * L..last).map(|j| (j, None))).collect();
     let (output, epilogue) = (cx.output, cx.epilogue.clone());
     parallel_rows(cx.k, &g.out_shape[..r - 2], |k, prefix| {
         // Bounds along an axis among the leading ones are computed once per row.
@@ -334,8 +349,8 @@ fn vec_last(cx: &mut KernelCx<'_, '_, '_>, g: &Pool) -> LResult<()> {
                     .iter()
                     .map(|&(_, l)| {
                         let ty = match l {
-                            Some(l) => k.vector_ty(ElemType::F32, l),
-                            None => k.scalar_ty(ElemType::F32),
+                            Some(l) => k.vector_ty(g.elem, l),
+                            None => k.scalar_ty(g.elem),
                         };
                         g.red.init(k, ty)
                     })
@@ -376,10 +391,11 @@ fn w_last(cx: &mut KernelCx<'_, '_, '_>, g: &Pool) -> LResult<()> {
     let ow = g.out_shape[r - 1] as i64;
     let w = g.in_shape[r - 1] as i64;
     let (output, epilogue) = (cx.output, cx.epilogue.clone());
-    let whole_row = ow == 1 && g.wins[1].static_bounds(0) == (0, w);
+    let vectors = g.elem == ElemType::F32;
+    let whole_row = vectors && ow == 1 && g.wins[1].static_bounds(0) == (0, w);
     // Output columns computed 4 at a time: windows inside the row, stride 1.
     let vec_cols = match g.wins[1] {
-        Win::Fixed { k, s: 1, p, size } if !whole_row => {
+        Win::Fixed { k, s: 1, p, size } if vectors && !whole_row => {
             let (a, b) = (p, size + p - k + 1);
             (b - a >= L as i64).then(|| (a, a + (b - a) / L as i64 * L as i64, k, p))
         }
@@ -387,7 +403,7 @@ fn w_last(cx: &mut KernelCx<'_, '_, '_>, g: &Pool) -> LResult<()> {
     };
     parallel_rows(cx.k, &g.out_shape[..r - 1], |k, prefix| {
         let hb = g.wins[0].bounds(k, prefix[g.ha]);
-        let f32s = k.scalar_ty(ElemType::F32);
+        let f32s = k.scalar_ty(g.elem);
         let f32v = k.vector_ty(ElemType::F32, LANES);
         let at = |ih: ValueId, iw: ValueId| {
             let mut at = prefix.clone();
