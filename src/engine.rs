@@ -4,7 +4,7 @@
 //!
 //! 1. clone the graph module and specialise symbolic dimensions to the
 //!    inputs' shapes ([`strata_passes::lower::specialize`]);
-//! 2. [`JitOptions::lowering_pipeline`]: `canonicalize`,
+//! 2. the lowering pipeline (`JitOptions::lowering_pipeline`): `canonicalize`,
 //!    `promote-f16-compute` and `lower-graph-to-loops` (elementwise epilogues
 //!    fused into their producers, optionally dimshuffles and reductions);
 //! 3. compile every kernel with Cranelift for the host

@@ -430,7 +430,7 @@ impl Executable {
                 // SAFETY: `addr[o]` is the base of a live buffer of `b.bytes` bytes
                 // (see above), and no kernel runs any more.
                 let bytes = unsafe { std::slice::from_raw_parts(addr[o] as *const u8, b.bytes) };
-                TensorData::from_bytes(b.elem, b.shape.clone(), bytes.to_vec().into())
+                TensorData::from_bytes(b.elem, b.shape.clone(), std::sync::Arc::<[u8]>::from(bytes))
                     .map_err(|e| ExecError::Program { program: self.program.clone(), message: e.to_string() })
             })
             .collect();
