@@ -68,7 +68,10 @@ use super::{attrs_of, bodies, build, dim, int, is_scalar_like, layout_attr, rela
 use std::collections::HashMap;
 use strata_dialects::layout::format::{WeightFormat, spatial_axes};
 use strata_ir::pass::{Changed, OptionKind, OptionSpec, Pass, PassError, PassInfo, PassOptions, PassStats};
-use strata_ir::{Context, ElemType, Layout, OpId, Rewriter, ValueId, attr_kind, registry::attr_kind::Get};
+use strata_ir::{
+    AttrData, Context, DenseAttr, DenseStorage, ElemType, InsertPoint, Layout, OpBuild, OpId, Rewriter, TensorData,
+    TensorType, ValueId, attr_kind, registry::attr_kind::Get,
+};
 
 /// The pass.
 #[derive(Debug)]
@@ -146,6 +149,10 @@ impl Pass for Nchwxx {
         self.check_precondition(ctx, module)
             .map_err(|message| PassError::Unsupported { pass: "nchwxx".into(), message })?;
         let mut rw = Rewriter::new(ctx);
+        if matches!(self.layout, Layout::Nchw88 | Layout::Nchw44 | Layout::Nchw44Dot) {
+            let n = conv2d_as_conv_bias(&mut rw, module).map_err(fail)?;
+            stats.add("conv2d-as-conv-bias", n as i64);
+        }
         for body in bodies(rw.ctx(), module) {
             let mut state = State { mode: self.layout, blocked: HashMap::new(), relayouted: HashMap::new() };
             for op in rw.ctx().block(body).ops.clone() {
@@ -155,6 +162,44 @@ impl Pass for Nchwxx {
         stats.add("relayouts-erased", super::erase_dead_helpers(&mut rw, module));
         Ok(Changed::from_bool(rw.changed()))
     }
+}
+
+/// MegEngine's EnableNchwxxPass converts plain convolutions as well as
+/// ConvBias: every float `graph.conv2d` becomes a `graph.conv_bias` with a zero
+/// bias and no nonlinearity (the same values), which the conversion below then
+/// handles like any conv_bias. Returns how many were rewritten.
+fn conv2d_as_conv_bias(rw: &mut Rewriter<'_>, module: OpId) -> Result<usize, String> {
+    let convs: Vec<OpId> = rw
+        .ctx()
+        .walk(module)
+        .into_iter()
+        .filter(|&o| rw.ctx().op_name(o) == "graph.conv2d")
+        .filter(|&o| {
+            rw.ctx().op(o).operands.iter().all(|&v| rw.ctx().value_tensor(v).is_some_and(|t| t.elem == ElemType::F32))
+        })
+        .collect();
+    for &op in &convs {
+        let (x, w) = (rw.ctx().op(op).operands[0], rw.ctx().op(op).operands[1]);
+        let Some(oc) = dim(rw.ctx(), w, 0) else { continue };
+        let bias_ty = rw.ctx_mut().tensor_type(TensorType::fixed(&[1, oc, 1, 1], ElemType::F32));
+        let zeros = TensorData::zeros(ElemType::F32, vec![1, oc as usize, 1, 1]).map_err(|e| e.to_string())?;
+        let value =
+            rw.ctx_mut().intern_attr(AttrData::Dense(DenseAttr { ty: bias_ty, storage: DenseStorage::Data(zeros) }));
+        let loc = rw.ctx().op(op).loc;
+        let c = rw.create(
+            OpBuild::new("graph.const").attr("value", value).results(&[bias_ty]).loc(loc),
+            InsertPoint::Before(op),
+        );
+        let b = rw.ctx().op(c).results[0];
+        let mut attrs = attrs_of(rw.ctx(), op);
+        let identity = rw.ctx_mut().intern_attr(AttrData::Str("identity".into()));
+        attrs.push(("nonlinearity".into(), identity));
+        let y = build(rw, "graph.conv_bias", &[x, w, b], attrs, op)?;
+        let old = rw.ctx().op(op).results[0];
+        rw.replace_all_uses(old, y);
+        rw.erase_op(op);
+    }
+    Ok(convs.len())
 }
 
 impl Nchwxx {
@@ -610,5 +655,22 @@ mod tests {
           return(%3)
         }
         "#);
+    }
+
+    #[test]
+    fn plain_convolutions_convert_as_zero_bias_conv_bias() {
+        let src = "func @f(%x: tensor<1x16x6x6xf32>) -> tensor<1x8x6x6xf32> {
+  %w = graph.const() {value = dense<0.25> : tensor<8x16x1x1xf32>} : () -> tensor<8x16x1x1xf32>
+  %y = graph.conv2d(%x, %w) {dilation = [1, 1], group = 1, pad = [0, 0], stride = [1, 1]} : (tensor<1x16x6x6xf32>, tensor<8x16x1x1xf32>) -> tensor<1x8x6x6xf32>
+  return(%y)
+}";
+        let out = crate::testing::run("nchwxx{layout=nchw88},cancel-relayouts,canonicalize,dce", src);
+        assert!(out.contains("layout.conv_bias") && !out.contains("graph.conv2d"), "{out}");
+        let main = src.replace("@f(", "@main(");
+        crate::lower::tests::check_lowering_with(
+            "nchwxx{layout=nchw88},canonicalize,lower-graph-to-loops",
+            &main,
+            1e-5,
+        );
     }
 }

@@ -50,7 +50,7 @@ pub mod reduce;
 pub mod specialize;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use strata_dialects::graph::elemwise::Mode;
