@@ -4,8 +4,8 @@
 //!
 //! Modes follow [`super::emit_elemwise`]; integer tensors support the modes
 //! that need no float math (add, sub, mul, max, min, abs, neg, relu,
-//! fuse_add_relu) as scalar loops. Quantised element types are refused with a
-//! clear error (their requantisation is not lowered yet).
+//! fuse_add_relu) as scalar loops. Quantised element types go to
+//! [`super::quant`] (dequantise, compute in f32, requantise).
 
 use super::{KernelCx, LResult, emit_elemwise, load_broadcast, map_output};
 use strata_dialects::graph::elemwise::{ElemwiseOp, Mode};

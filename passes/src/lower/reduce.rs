@@ -21,8 +21,10 @@
 //! results differ by rounding. `mean` of an empty float axis is NaN (0/0),
 //! `sum` 0 and `prod` 1, as in the reference.
 //!
-//! Refused with an error: f16/bf16 (not lowered yet), quantised tensors
-//! (max/min of quantised values), `bool`, an unknown mode, a result whose
+//! Quantised `max`/`min` compare the stored integers (the scale is positive).
+//!
+//! Refused with an error: f16/bf16 (promoted to f32 before lowering), quantised
+//! `sum`/`mean`/`prod`, `bool`, an unknown mode, a result whose
 //! shape or element type disagrees with the attributes.
 
 use super::{KernelCx, LResult, LowerError, map_output};
@@ -56,8 +58,11 @@ pub fn lower_reduce(cx: &mut KernelCx<'_, '_, '_>, op: OpId) -> LResult<()> {
     if ot.elem != elem {
         return Err(cx.err(op, format!("the result has element type {}, the input {elem}", ot.elem)));
     }
+    // Max/min of quantised values are max/min of their stored integers (the
+    // scale is positive), so they take the integer path.
     let int =
-        matches!(elem, ElemType::I8 | ElemType::U8 | ElemType::I16 | ElemType::U16 | ElemType::I32 | ElemType::I64);
+        matches!(elem, ElemType::I8 | ElemType::U8 | ElemType::I16 | ElemType::U16 | ElemType::I32 | ElemType::I64)
+            || (elem.is_quantized() && matches!(mode, ReduceMode::Max | ReduceMode::Min));
     if elem != ElemType::F32 && !int {
         let why = if elem.is_quantized() {
             "quantised reductions are not lowered yet"

@@ -169,3 +169,25 @@ fn conversions_between_every_float_width_match_the_reference() {
         0.0,
     );
 }
+
+#[test]
+fn quantised_max_and_min_reductions_match_the_reference() {
+    for (ty, mode, axis) in
+        [("qs8<0.5>", "max", 1), ("qs8<0.5>", "min", 2), ("qu8<0.25, 128>", "max", 2), ("qu8<0.25, 128>", "min", 0)]
+    {
+        let shape_out = match axis {
+            0 => "5x9",
+            1 => "3x9",
+            _ => "3x5",
+        };
+        let src = format!(
+            "func @main(%x: tensor<3x5x9xf32>) -> tensor<{shape_out}xf32> {{
+  %0 = graph.typecvt(%x) {{dtype = {ty}}} : (tensor<3x5x9xf32>) -> tensor<3x5x9x{ty}>
+  %1 = graph.reduce(%0) {{axis = {axis}, keepdim = false, mode = \"{mode}\"}} : (tensor<3x5x9x{ty}>) -> tensor<{shape_out}x{ty}>
+  %2 = graph.typecvt(%1) {{dtype = f32}} : (tensor<{shape_out}x{ty}>) -> tensor<{shape_out}xf32>
+  return(%2)
+}}"
+        );
+        check_lowering(&src, 0.0);
+    }
+}
