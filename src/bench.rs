@@ -180,7 +180,10 @@ pub fn workload(name: &str, seed: u64, layout: &str) -> Result<Workload> {
         let pipeline = crate::dump::option_pipeline(&opts).expect("invariant: options enabled");
         let config = crate::driver::OptConfig { pipeline: Some(pipeline), ..Default::default() };
         match crate::driver::optimize(&mut ctx, module, &config) {
-            Ok(_) => used = layout.to_string(),
+            Ok(_) if ctx.walk(module).iter().any(|&o| ctx.op_name(o).starts_with("layout.")) => {
+                used = layout.to_string();
+            }
+            Ok(_) => {}
             // A workload without a convolution has nothing to convert: the layout pass refuses.
             Err(crate::driver::DriverError::Pass(strata_ir::pass::PassError::Unsupported { .. })) => {}
             Err(e) => return Err(Error::Compile(e.to_string())),
