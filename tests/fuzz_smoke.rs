@@ -100,6 +100,43 @@ fn load_model_corpus() {
     }
 }
 
+#[test]
+fn jit_vs_reference_corpus() {
+    let seeds = corpus_files("jit_vs_reference");
+    assert!(seeds.len() >= 10, "jit_vs_reference corpus is too small");
+    for (k, data) in seeds.iter().enumerate() {
+        strata_tests::fuzz::jit_vs_reference(data);
+        // Mutated text rarely parses, so most mutations become random graphs.
+        for m in mutations(data, 3000 + k as u64).into_iter().take(6) {
+            strata_tests::fuzz::jit_vs_reference(&m);
+        }
+    }
+    // Random byte strings: each drives the graph generator.
+    let mut rng = strata_ir::tensor::SplitMix64(0x6a17);
+    for _ in 0..600 {
+        let len = (rng.next_u64() % 96) as usize;
+        let data: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+        strata_tests::fuzz::jit_vs_reference(&data);
+    }
+}
+
+#[test]
+fn random_jit_modules_verify() {
+    // A generator bug would make the target reject everything quietly.
+    for seed in 0..400u64 {
+        let mut rng = strata_ir::tensor::SplitMix64(seed);
+        let data: Vec<u8> = (0..rng.next_u64() % 64).map(|_| rng.next_u64() as u8).collect();
+        let text = strata_tests::random_ir::random_jit_module(&data);
+        let mut ctx = strata_dialects::context();
+        let source = strata_ir::Source::new("gen.strata", text.as_str());
+        let m =
+            strata_ir::parse_module(&mut ctx, &source, &Default::default()).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        if let Err(d) = strata_ir::verify(&ctx, m, Default::default()) {
+            panic!("{}\n{text}", strata_ir::diag::render_all(&ctx, &d, None));
+        }
+    }
+}
+
 fn corpus_files(target: &str) -> Vec<Vec<u8>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut paths = Vec::new();

@@ -44,6 +44,19 @@ pub(crate) fn register(r: &mut Registry) {
     r.register(ElemwiseOp::DEF).expect("invariant: graph ops register once");
 }
 
+/// `v` wrapped to the width of integer type `e` and read back (sign-extended
+/// for signed types).
+fn wrap_to(e: ElemType, v: i64) -> i64 {
+    match e {
+        ElemType::I8 => i64::from(v as i8),
+        ElemType::U8 => i64::from(v as u8),
+        ElemType::I16 => i64::from(v as i16),
+        ElemType::U16 => i64::from(v as u16),
+        ElemType::I32 => i64::from(v as i32),
+        _ => v,
+    }
+}
+
 /// Every elementwise mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[allow(missing_docs)]
@@ -372,7 +385,13 @@ fn eval_elemwise(cx: &OpCx<'_>, inputs: &[TensorData]) -> Result<Vec<TensorData>
             for (k, t) in inputs.iter().enumerate() {
                 args_i[k] = t.get_i64(broadcast_offset(idx, t.shape()));
             }
-            match mode.apply_int(&args_i) {
+            // fuse_add_relu wraps the sum to the element width before the relu,
+            // as a separate add then relu would.
+            let r = match mode {
+                Mode::FuseAddRelu => Mode::Add.apply_int(&args_i).map(|v| wrap_to(out_elem, v).max(0)),
+                _ => mode.apply_int(&args_i),
+            };
+            match r {
                 Ok(v) => bytes.extend_from_slice(&v.to_le_bytes()[..out_elem.size_bytes()]),
                 Err(e) => {
                     err.get_or_insert(e);
@@ -442,6 +461,19 @@ mod tests {
             assert_eq!(mode.name(), name);
         }
         assert!(Mode::parse("nope").unwrap_err().contains("fuse_add_relu"));
+    }
+
+    /// Regression (found by the `jit_vs_reference` fuzz target): the i32 sum
+    /// wraps before the relu, as a separate add then relu would.
+    #[test]
+    fn integer_fuse_add_relu_wraps_before_the_relu() {
+        let mut ctx = crate::context();
+        let a = TensorData::from_f64(ElemType::I32, vec![2], &[2147483647.0, -2147483648.0]).unwrap();
+        let b = TensorData::from_f64(ElemType::I32, vec![2], &[3.0, -6.0]).unwrap();
+        let mode = ctx.intern_attr(strata_ir::AttrData::Str("fuse_add_relu".into()));
+        let attrs = crate::apply::intern_attrs(&mut ctx, &[("mode".into(), mode)]);
+        let out = crate::apply::eval(&mut ctx, "graph.elemwise", &[a, b], &attrs).unwrap();
+        assert_eq!((out[0].get_i64(0), out[0].get_i64(1)), (0, 2147483642));
     }
 
     #[test]

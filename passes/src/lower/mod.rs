@@ -404,7 +404,7 @@ pub fn emit_elemwise(k: &mut KernelBuilder<'_, '_>, mode: Mode, args: &[ValueId]
             h_swish(k, s)
         }
         Mode::LogSumExp if is_float => {
-            // max(a, b) + log(1 + exp(-|a - b|))
+            // max(a, b) + log(1 + exp(-|a - b|)); both -inf gives -inf, as in the reference.
             want(2)?;
             let m = k.max(args[0], args[1]);
             let d = k.sub(args[0], args[1]);
@@ -414,7 +414,10 @@ pub fn emit_elemwise(k: &mut KernelBuilder<'_, '_>, mode: Mode, args: &[ValueId]
             let one = c(k, 1.0);
             let t = k.add(one, e);
             let l = k.unary(UnOp::Log, t);
-            k.add(m, l)
+            let r = k.add(m, l);
+            let ninf = c(k, f32::NEG_INFINITY);
+            let is_ninf = k.cmp(CmpPred::Eq, m, ninf);
+            k.select(is_ninf, m, r)
         }
         Mode::Fma3 if is_float => {
             want(3)?;
