@@ -30,10 +30,11 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
 /// results. Folding batch norm into the weights moves f32 rounding, and the
 /// JIT's kernels accumulate in f32 (with FMA) where the eager reference
 /// accumulates in f64; resnet50 with random weights (outputs in the thousands,
-/// built from large cancelling terms) amplifies that to ~2.5e-3; the other
-/// models stay below 1e-4.
+/// built from large cancelling terms) amplifies that to ~2.5e-3, and a dumped
+/// resnet50 (optimised for inference, so other roundings) differs from the
+/// traced one by up to ~3e-3; the other models stay below 1e-4.
 fn tolerance(name: &str) -> f64 {
-    if name == "resnet50" { 3e-3 } else { 1e-4 }
+    if name == "resnet50" { 5e-3 } else { 1e-4 }
 }
 
 #[test]
