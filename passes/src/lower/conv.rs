@@ -474,7 +474,7 @@ impl Sink {
 
     /// Applies the fused epilogue to `v` and stores it at `idx`.
     fn emit(&self, k: &mut KernelBuilder<'_, '_>, v: ValueId, idx: &[ValueId]) -> LResult<()> {
-        KernelCx { k, inputs: Vec::new(), output: self.output, epilogue: self.epilogue.clone() }.emit(v, idx)
+        self.epilogue.store(k, self.output, v, idx)
     }
 }
 

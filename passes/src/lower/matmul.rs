@@ -38,7 +38,7 @@
 //! Refused with an error: element types other than f32 (f16, bf16 operands),
 //! operand/result shapes that disagree with the transpose flags.
 
-use super::{Epilogue, KernelCx, LResult};
+use super::{KernelCx, LResult};
 use strata_dialects::loops::{BinOp, KernelBuilder, LaneReduce};
 use strata_ir::{ElemType, OpId, ValueId, attr_kind::Get};
 
@@ -136,17 +136,6 @@ pub fn lower_matmul(cx: &mut KernelCx<'_, '_, '_>, op: OpId) -> LResult<()> {
     } else {
         broadcast_form(cx, &g)
     }
-}
-
-/// Stores `v` at `idx` through [`KernelCx::emit`] (epilogue included).
-fn emit(
-    k: &mut KernelBuilder<'_, '_>,
-    output: ValueId,
-    epilogue: &Epilogue,
-    v: ValueId,
-    idx: &[ValueId],
-) -> LResult<()> {
-    KernelCx { k, inputs: Vec::new(), output, epilogue: epilogue.clone() }.emit(v, idx)
 }
 
 /// Splits the parallel index `p` into subscripts over `counts` (row-major);
@@ -252,7 +241,7 @@ fn broadcast_form(cx: &mut KernelCx<'_, '_, '_>, g: &Gemm) -> LResult<()> {
             let row = k.add_i(r0, r as i64);
             for j in 0..nr {
                 let col = k.add_i(c0, (j * width) as i64);
-                emit(k, output, &epilogue, accs[r * nr + j], &g.o_at(bi, row, col))?;
+                epilogue.store(k, output, accs[r * nr + j], &g.o_at(bi, row, col))?;
             }
         }
         Ok(())
@@ -332,7 +321,7 @@ fn gemv_form(cx: &mut KernelCx<'_, '_, '_>, g: &Gemm, chunk: usize) -> LResult<(
                         acc = k.fma(s, b, acc);
                     }
                     if last {
-                        emit(k, output, &epilogue, acc, &at)?;
+                        epilogue.store(k, output, acc, &at)?;
                     } else {
                         k.store(acc, output, &at);
                     }
@@ -408,10 +397,10 @@ fn dot_form(cx: &mut KernelCx<'_, '_, '_>, g: &Gemm) -> LResult<()> {
                 for c in 0..nc {
                     v = k.insert(v, sums[r * nc + c], c as u32);
                 }
-                emit(k, output, &epilogue, v, &g.o_at(bi, row, c0))?;
+                epilogue.store(k, output, v, &g.o_at(bi, row, c0))?;
             } else {
                 for (c, &col) in cols.iter().enumerate() {
-                    emit(k, output, &epilogue, sums[r * nc + c], &g.o_at(bi, row, col))?;
+                    epilogue.store(k, output, sums[r * nc + c], &g.o_at(bi, row, col))?;
                 }
             }
         }

@@ -130,9 +130,7 @@ impl KernelCx<'_, '_, '_> {
     /// Applies the epilogue to `value` (a scalar or vector of the op's result
     /// element type, for output position `idx`) and stores it at `output[idx]`.
     pub fn emit(&mut self, value: ValueId, idx: &[ValueId]) -> LResult<()> {
-        let v = self.epilogue.apply(self.k, value, idx)?;
-        self.k.store(v, self.output, idx);
-        Ok(())
+        self.epilogue.store(self.k, self.output, value, idx)
     }
 
     /// The tensor type of `v` (an operand or result of the op being lowered).
@@ -210,6 +208,21 @@ impl Epilogue {
     /// Whether there is nothing to apply.
     pub fn is_empty(&self) -> bool {
         self.steps.is_empty()
+    }
+
+    /// Applies the epilogue to `value` at output position `idx` and stores the
+    /// result at `output[idx]` (what [`KernelCx::emit`] does, for lowerings
+    /// that hold the kernel builder apart from their `KernelCx`).
+    pub fn store(
+        &self,
+        k: &mut KernelBuilder<'_, '_>,
+        output: ValueId,
+        value: ValueId,
+        idx: &[ValueId],
+    ) -> LResult<()> {
+        let v = self.apply(k, value, idx)?;
+        k.store(v, output, idx);
+        Ok(())
     }
 
     /// Applies every step to `value` at output position `idx`; vector values

@@ -36,7 +36,7 @@
 //! averages of qs8, unknown modes, attributes or shapes that disagree with the
 //! reference's geometry.
 
-use super::{Epilogue, KernelCx, LResult, LowerError};
+use super::{KernelCx, LResult, LowerError};
 use strata_dialects::graph::pool::PoolMode;
 use strata_dialects::layout::format::spatial_axes;
 use strata_dialects::loops::{BinOp, KernelBuilder, LaneReduce};
@@ -257,17 +257,6 @@ pub fn lower_pool(cx: &mut KernelCx<'_, '_, '_>, op: OpId) -> LResult<()> {
     if wa == rank - 1 { w_last(cx, &pool) } else { vec_last(cx, &pool) }
 }
 
-/// Stores `v` at `idx` through [`KernelCx::emit`] (epilogue included).
-fn emit(
-    k: &mut KernelBuilder<'_, '_>,
-    output: ValueId,
-    epilogue: &Epilogue,
-    v: ValueId,
-    idx: &[ValueId],
-) -> LResult<()> {
-    KernelCx { k, inputs: Vec::new(), output, epilogue: epilogue.clone() }.emit(v, idx)
-}
-
 /// Splits the parallel index `p` into subscripts over `counts` (row-major).
 fn split(k: &mut KernelBuilder<'_, '_>, p: ValueId, counts: &[usize]) -> Vec<ValueId> {
     let mut out = vec![p; counts.len()];
@@ -377,7 +366,7 @@ fn vec_last(cx: &mut KernelCx<'_, '_, '_>, g: &Pool) -> LResult<()> {
                     let v = g.red.finish(k, acc, |k| area(k, hb, wb));
                     let mut at = idx.clone();
                     at.push(k.index(j as i64));
-                    emit(k, output, &epilogue, v, &at)?;
+                    epilogue.store(k, output, v, &at)?;
                 }
             }
             Ok(())
@@ -445,7 +434,7 @@ fn w_last(cx: &mut KernelCx<'_, '_, '_>, g: &Pool) -> LResult<()> {
             let v = g.red.finish(k, acc, |k| area(k, hb, wb));
             let z = k.index(0);
             let o = out_at(z);
-            return emit(k, output, &epilogue, v, &o);
+            return epilogue.store(k, output, v, &o);
         }
         let scalar_cols = |k: &mut KernelBuilder<'_, '_>, from: i64, to: i64| -> LResult<()> {
             k.for_range(from, to, 1, |k, col| {
@@ -457,7 +446,7 @@ fn w_last(cx: &mut KernelCx<'_, '_, '_>, g: &Pool) -> LResult<()> {
                 })?[0];
                 let v = g.red.finish(k, acc, |k| area(k, hb, wb));
                 let o = out_at(col);
-                emit(k, output, &epilogue, v, &o)
+                epilogue.store(k, output, v, &o)
             })
         };
         let Some((a, b, kw, p)) = vec_cols else {
@@ -482,7 +471,7 @@ fn w_last(cx: &mut KernelCx<'_, '_, '_>, g: &Pool) -> LResult<()> {
                 k.mul_i(dh, kw)
             });
             let o = out_at(col);
-            emit(k, output, &epilogue, v, &o)
+            epilogue.store(k, output, v, &o)
         })?;
         scalar_cols(k, b, ow)
     })
