@@ -1,5 +1,5 @@
 //! Loading model files: [`load`] reads and verifies a file, [`LoadedModel`] runs
-//! it (on the reference executor until the JIT lands), describes and checks its
+//! it (on the JIT by default, or the reference evaluator), describes and checks its
 //! input signature, profiles runs, and checks its embedded testcases with
 //! MegEngine's AssertEqual measure.
 //!

@@ -90,7 +90,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
     if let Some(p) = traced.get_profile() {
         let mut ops = p.ops.clone();
         ops.sort_by_key(|o| std::cmp::Reverse(o.total));
-        println!("\n== profile of {} compiled runs (reference executor), slowest ops ==", p.runs);
+        let what = if p.engine == "jit" { "JIT-compiled kernels" } else { "reference evaluator" };
+        println!("\n== profile of {} compiled runs ({what}), slowest entries ==", p.runs);
         for o in ops.iter().take(8) {
             println!(
                 "  #{:<4} {:<24} {:>10.2?}  {}",

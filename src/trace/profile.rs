@@ -92,7 +92,7 @@ impl<'p> Recorder<'p> {
 const MAX_EVENTS: usize = 200_000;
 
 impl Profile {
-    /// Runs `main` of `module` with the reference executor, recording per-op times.
+    /// Runs `main` of `module` with the reference evaluator, recording per-op times.
     pub(crate) fn run(
         &mut self,
         ctx: &Context,
