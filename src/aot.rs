@@ -149,7 +149,8 @@ impl AotProgram {
         let mut rest = bytes;
         let mut outs = Vec::with_capacity(self.outputs.len());
         for (i, (elem, shape)) in self.outputs.iter().enumerate() {
-            let n = byte_size(*elem, shape).ok_or_else(|| AotError::Invalid(format!("output #{i} is too large")))?;
+            let n = strata_runtime::exec::byte_size(*elem, shape)
+                .ok_or_else(|| AotError::Invalid(format!("output #{i} is too large")))?;
             if rest.len() < n {
                 return Err(AotError::Invalid(format!(
                     "the output file has {} bytes, the outputs need {}",
@@ -174,7 +175,7 @@ impl AotProgram {
     }
 
     fn output_bytes(&self) -> usize {
-        self.outputs.iter().filter_map(|(e, s)| byte_size(*e, s)).sum()
+        self.outputs.iter().filter_map(|(e, s)| strata_runtime::exec::byte_size(*e, s)).sum()
     }
 
     /// Links the object with the harness in `dir`, runs it under `qemu-aarch64` on `inputs`
@@ -552,10 +553,6 @@ fn c_escape(s: &str) -> String {
         }
     }
     out
-}
-
-fn byte_size(elem: ElemType, shape: &[usize]) -> Option<usize> {
-    shape.iter().try_fold(elem.size_bytes(), |acc, &d| acc.checked_mul(d))
 }
 
 #[cfg(test)]

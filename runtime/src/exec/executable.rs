@@ -126,7 +126,8 @@ fn buffer_shape(ctx: &Context, v: ValueId) -> Option<(ElemType, Vec<usize>)> {
     Some((b.elem, shape?))
 }
 
-fn byte_size(elem: ElemType, shape: &[usize]) -> Option<usize> {
+/// Bytes of a contiguous buffer of `elem` with `shape` (`None` on overflow).
+pub fn byte_size(elem: ElemType, shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(elem.size_bytes(), |acc, &d| acc.checked_mul(d))
 }
 

@@ -17,6 +17,6 @@ pub mod executable;
 pub mod plan;
 pub mod pool;
 
-pub use executable::{BufferInfo, BufferKind, ExecError, Executable, KernelFn, Step};
+pub use executable::{BufferInfo, BufferKind, ExecError, Executable, KernelFn, Step, byte_size};
 pub use plan::{BufferReq, MemoryPlan, PlanError, liveness_lower_bound, plan_memory};
 pub use pool::{PoolError, ThreadPool};
